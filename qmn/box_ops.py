@@ -1,0 +1,58 @@
+"""Box format conversions and generalized IoU (as DETR's util/box_ops.py)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def box_cxcywh_to_xyxy(b: Tensor) -> Tensor:
+    cx, cy, w, h = b.unbind(-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def box_xyxy_to_cxcywh(b: Tensor) -> Tensor:
+    x0, y0, x1, y1 = b.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def box_area(b: Tensor) -> Tensor:
+    return (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+
+
+def box_iou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise IoU (N, M) and union (N, M) of xyxy boxes."""
+    area_a, area_b = box_area(a), box_area(b)
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / union.clamp(min=1e-7), union
+
+
+def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Pairwise GIoU (N, M) of xyxy boxes (Rezatofighi et al. 2019)."""
+    iou, union = box_iou(a, b)
+    lt = torch.min(a[:, None, :2], b[None, :, :2])
+    rb = torch.max(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    enclosing = wh[..., 0] * wh[..., 1]
+    return iou - (enclosing - union) / enclosing.clamp(min=1e-7)
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """xyxy boxes (N, 4) in pixels of boolean masks (N, H, W); empty masks give zeros."""
+    n, h, w = masks.shape
+    if n == 0:
+        return masks.new_zeros((0, 4), dtype=torch.float32)
+    ys = torch.arange(h, device=masks.device, dtype=torch.float32)
+    xs = torch.arange(w, device=masks.device, dtype=torch.float32)
+    m = masks.bool()
+    any_x, any_y = m.any(1), m.any(2)  # (N, W), (N, H)
+    big = torch.tensor(1e9, device=masks.device)
+    x0 = torch.where(any_x, xs, big).min(1).values
+    x1 = torch.where(any_x, xs, -big).max(1).values + 1
+    y0 = torch.where(any_y, ys, big).min(1).values
+    y1 = torch.where(any_y, ys, -big).max(1).values + 1
+    boxes = torch.stack([x0, y0, x1, y1], 1)
+    return torch.where(m.flatten(1).any(1, keepdim=True), boxes, torch.zeros_like(boxes))

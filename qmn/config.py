@@ -1,0 +1,128 @@
+"""QMNConfig: every architecture and loss hyper-parameter, as data (JSON round trip) with presets.
+
+`base` follows the paper (Mask DINO settings); `tiny` is the CPU-trainable miniature that ships.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QUERY_MODES = ("meld", "learnable", "conditional")
+
+
+@dataclass
+class QMNConfig:
+    # image side
+    backbone: str = "convnext_atto"  # any timm model name that supports features_only
+    backbone_pretrained: str = ""  # "" = random init; "hub" = timm hub weights; or a local weights file
+    backbone_out_indices: tuple[int, ...] = (0, 1, 2, 3)  # strides 4/8/16/32
+    image_size: int = 256  # training / inference long side
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # text side
+    text_encoder: str = "minilm"  # "minilm" (bundled, offline) | "open_clip:<model>:<pretrained tag or file>"
+    text_dim: int = 384
+    train_text_encoder: bool = False
+    # transformer
+    hidden_dim: int = 128
+    num_heads: int = 4
+    ffn_dim: int = 512
+    dropout: float = 0.0
+    enc_layers: int = 2
+    dec_layers: int = 3
+    num_feature_levels: int = 4  # strides 8/16/32 + one extra downsampled level (64)
+    enc_points: int = 4  # deformable sampling points per head and level
+    dec_points: int = 4
+    mask_dim: int = 128
+    # queries
+    query_mode: str = "meld"
+    num_learnable: int = 20
+    num_conditional: int = 60
+    # prompted (box / click) queries and denoising, as Mask DINO's denoising groups
+    num_prompted_train: int = 8  # ground-truth objects given as box/click prompts per image in training
+    # loss (Mask DINO)
+    class_weight: float = 4.0
+    mask_bce_weight: float = 5.0
+    dice_weight: float = 5.0
+    box_l1_weight: float = 5.0
+    giou_weight: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    num_mask_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    num_negative_prompts: int = 16  # vocabulary words added as negatives per training batch
+
+    def __post_init__(self) -> None:
+        if self.query_mode not in QUERY_MODES:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {self.query_mode!r}")
+        self.backbone_out_indices = tuple(self.backbone_out_indices)
+        self.pixel_mean = tuple(self.pixel_mean)
+        self.pixel_std = tuple(self.pixel_std)
+
+    @property
+    def num_queries(self) -> int:
+        return self.num_learnable + self.num_conditional
+
+    def with_query_mode(self, mode: str) -> "QMNConfig":
+        """Same total query count, split for the ablation (paper Table 2)."""
+        total = self.num_queries
+        split = {"meld": (self.num_learnable, self.num_conditional), "learnable": (total, 0), "conditional": (0, total)}
+        if mode not in split:
+            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {mode!r}")
+        if mode == "meld" and (self.num_learnable == 0 or self.num_conditional == 0):
+            split["meld"] = (total // 4, total - total // 4)
+        nl, nc = split[mode]
+        return dataclasses.replace(self, query_mode=mode, num_learnable=nl, num_conditional=nc)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QMNConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown QMNConfig field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            from qmn.io_utils import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "QMNConfig":
+        p = Path(text_or_path)
+        text = p.read_text() if not str(text_or_path).lstrip().startswith("{") else str(text_or_path)
+        return cls.from_dict(json.loads(text))
+
+
+PRESETS: dict[str, QMNConfig] = {
+    "tiny": QMNConfig(),
+    "base": QMNConfig(
+        backbone="swin_base_patch4_window12_384",
+        image_size=1024,
+        hidden_dim=256,
+        num_heads=8,
+        ffn_dim=2048,
+        enc_layers=6,
+        dec_layers=9,
+        mask_dim=256,
+        num_learnable=100,
+        num_conditional=300,
+        num_negative_prompts=100,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> QMNConfig:
+    """A copy of preset `name` with field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
