@@ -104,7 +104,7 @@ class QMNConfig:
 
 
 PRESETS: dict[str, QMNConfig] = {
-    "tiny": QMNConfig(),
+    "tiny": QMNConfig(num_mask_points=2048),
     "base": QMNConfig(
         backbone="swin_base_patch4_window12_384",
         image_size=1024,

@@ -105,7 +105,7 @@ class QueryMeldNet(nn.Module):
             contents.append(self.prompted_queries(mask_map, prompts))
             refs.append(prompts.boxes.to(memory.dtype))
             num_prompted = prompts.boxes.shape[1]
-        queries = QuerySet(torch.cat(contents, 1), torch.cat(refs, 1).detach(), self.cfg.num_learnable, num_conditional,
+        queries = QuerySet(torch.cat(contents, 1), torch.cat(refs, 1), self.cfg.num_learnable, num_conditional,
                            num_prompted, None if prompts is None else prompts.valid)
         return queries, interm
 

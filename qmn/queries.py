@@ -23,7 +23,7 @@ QUERY_TYPES = ("learnable", "conditional", "prompted")
 @dataclass
 class QuerySet:
     content: Tensor  # (B, Q, C)
-    reference: Tensor  # (B, Q, 4) cxcywh in [0, 1], detached
+    reference: Tensor  # (B, Q, 4) cxcywh in [0, 1]; learnable anchors keep their gradient, proposals are detached
     num_learnable: int
     num_conditional: int
     num_prompted: int

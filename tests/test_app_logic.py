@@ -1,0 +1,229 @@
+"""App logic without a browser or a model: annotation JSON, workspace states, undo/redo + autosave,
+tools, export (re-read with pycocotools), fine-tune log reading."""
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from app import tools
+from app.annotations import ImageAnnotations, Region, decode_rle, encode_rle, from_json, to_json
+from app.export import build_coco_instances, export_folder, write_training_set
+from app.finetune import FineTuneJob, find_checkpoint, read_log
+from app.session import SessionState, parse_prompts
+from app.workspace import Workspace, sanitize_filename
+
+
+def disk(h: int, w: int, cx: int, cy: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+        cv2.imwrite(str(tmp_path / name), img)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    return tmp_path
+
+
+def opened(folder: Path, name: str = "a.png") -> SessionState:
+    s = SessionState()
+    s.open_image(Workspace(folder), name)
+    return s
+
+
+def test_rle_and_json_round_trip_keep_masks_and_alpha():
+    mask = disk(30, 40, 20, 15, 8)
+    mask[15, 20] = False  # a hole
+    assert np.array_equal(decode_rle(encode_rle(mask)), mask)
+    alpha = mask.astype(np.float32) * 0.5
+    ann = ImageAnnotations("x.png", 30, 40, "instance", ["cat"], [Region(3, "cat", mask, 0.7, "conditional", alpha=alpha)], "predicted")
+    back = from_json(json.loads(json.dumps(to_json(ann))))
+    r = back.regions[0]
+    assert (r.id, r.label, r.query_type, back.state, back.prompts) == (3, "cat", "conditional", "predicted", ["cat"])
+    assert np.array_equal(r.mask, mask)
+    assert np.abs(r.alpha - alpha).max() <= 1 / 255
+
+
+def test_from_json_names_the_bad_field():
+    with pytest.raises(ValueError, match="state"):
+        from_json({"image": "a", "height": 1, "width": 1, "state": "weird"}, source="a.json")
+    with pytest.raises(ValueError, match="a.json"):
+        from_json({"image": "a"}, source="a.json")
+
+
+def test_sanitize_and_upload_refuses_corrupt(folder: Path):
+    assert sanitize_filename("../../etc/pass wd.png") == "pass_wd.png"
+    assert sanitize_filename("..hidden") == "hidden"
+    assert sanitize_filename("") == "upload"
+    ws = Workspace(folder)
+    with pytest.raises(ValueError, match="evil.png"):
+        ws.add_image_bytes("evil.png", b"garbage")
+    data = (folder / "a.png").read_bytes()
+    assert ws.add_image_bytes("../a.png", data) == "a_1.png"  # no overwrite, no escape
+    with pytest.raises(ValueError, match="broken.png"):
+        ws.read_image("broken.png")
+
+
+def test_states_follow_predict_correct_export(folder: Path, tmp_path: Path):
+    s = opened(folder)
+    ws = s.workspace
+    assert dict(ws.states())["a.png"] == "new"
+    with s.edit(state="predicted") as ann:
+        ann.regions.append(Region(1, "blob", disk(48, 64, 20, 20, 10), 0.9, "conditional"))
+    assert dict(ws.states())["a.png"] == "predicted"
+    with s.edit() as ann:
+        ann.regions[0].accepted = True
+    assert dict(ws.states())["a.png"] == "corrected"
+    export_folder(ws, out_root=tmp_path / "out")
+    assert dict(ws.states())["a.png"] == "exported"
+    assert dict(ws.states())["b.jpg"] == "new"
+
+
+def test_undo_redo_restores_and_autosaves(folder: Path):
+    s = opened(folder)
+    with s.edit() as ann:
+        ann.regions.append(Region(1, "a", disk(48, 64, 10, 10, 5)))
+    with s.edit() as ann:
+        ann.regions[0].label = "b"
+    assert s.undo() and s.ann.regions[0].label == "a"
+    # the undo itself is autosaved: a fresh session sees it
+    assert opened(folder).ann.regions[0].label == "a"
+    assert s.redo() and s.ann.regions[0].label == "b"
+    assert s.undo() and s.undo() and s.ann.regions == []
+    assert not s.undo()
+    with s.edit() as ann:  # a new edit clears the redo stack
+        ann.regions.append(Region(1, "c", disk(48, 64, 30, 30, 5)))
+    assert not s.redo()
+    assert opened(folder).ann.regions[0].label == "c"
+
+
+def test_sessions_do_not_share_state(folder: Path):
+    a, b = opened(folder, "a.png"), opened(folder, "b.jpg")
+    with a.edit() as ann:
+        ann.regions.append(Region(1, "x", disk(48, 64, 10, 10, 5)))
+    assert b.ann.regions == [] and b.undo_stack == []
+
+
+def test_region_at_picks_innermost_visible():
+    big = Region(1, "big", disk(50, 50, 25, 25, 20))
+    small = Region(2, "small", disk(50, 50, 25, 25, 5))
+    assert tools.region_at([big, small], 25, 25) == 2
+    assert tools.region_at([big, small], 25, 8) == 1
+    small.visible = False
+    assert tools.region_at([big, small], 25, 25) == 1
+    assert tools.region_at([big, small], 0, 0) is None
+
+
+def test_box_brush_and_grabcut():
+    assert tools.box_from_corners((30, 5), (10, 20), 40, 40) == [10.0, 5.0, 31.0, 21.0]
+    with pytest.raises(ValueError, match="too small"):
+        tools.box_from_corners((3, 3), (3, 3), 40, 40)
+    img = np.full((60, 60, 3), 20, np.uint8)
+    img[20:40, 20:40] = (240, 200, 30)
+    m = tools.grabcut_mask(img, [10, 10, 50, 50])
+    assert m[30, 30] and not m[12, 12]
+    layer = np.zeros((60, 60, 4), np.uint8)
+    layer[0:5, 0:5, 3] = 255
+    painted = tools.stroke_mask({"background": img, "layers": [layer], "composite": None}, (60, 60))
+    assert painted.sum() == 25
+    assert tools.apply_brush(m, painted, erase=False)[0, 0]
+    assert not tools.apply_brush(m, m, erase=True).any()
+    with pytest.raises(ValueError, match="nothing painted"):
+        tools.stroke_mask({"layers": []}, (60, 60))
+
+
+def test_overlay_and_uncertainty():
+    img = np.zeros((20, 20, 3), np.uint8)
+    r = Region(1, "a", disk(20, 20, 10, 10, 4))
+    out = tools.render_overlay(img, [r], selected=1)
+    assert out.shape == img.shape and out[10, 10].any() and not out[0, 0].any()
+    assert tools.uncertainty([], 0.3) == 1.0
+    assert tools.uncertainty([Region(1, "a", r.mask, score=0.3)], 0.3) == 1.0
+    assert tools.uncertainty([Region(1, "a", r.mask, score=1.0)], 0.3) == 0.0
+
+
+def test_export_zip_is_valid_coco(folder: Path, tmp_path: Path):
+    s = opened(folder)
+    ring = disk(48, 64, 30, 24, 15) & ~disk(48, 64, 30, 24, 6)  # a hole polygons cannot keep
+    with s.edit() as ann:
+        ann.regions += [Region(1, "ring", ring, 0.8, "learnable"), Region(2, "dot", disk(48, 64, 8, 8, 4), 0.6, "prompted")]
+    s.ann.regions[1].alpha = s.ann.regions[1].mask.astype(np.float32) * 0.5
+    s.workspace.save(s.ann)
+    result = export_folder(s.workspace, out_root=tmp_path / "out")
+    with zipfile.ZipFile(result.zip_path) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "unz")
+    assert {"instances.json", "panoptic.json", "panoptic/a.png", "masks/a/001_ring.png", "cutouts/a/002_dot.png"} <= names
+    coco = COCO(str(tmp_path / "unz" / "instances.json"))
+    assert len(coco.anns) == 2 and {c["name"] for c in coco.cats.values()} == {"ring", "dot"}
+    assert np.array_equal(coco.annToMask(coco.anns[1]).astype(bool), ring)
+    cut = cv2.imread(str(tmp_path / "unz" / "cutouts/a/002_dot.png"), cv2.IMREAD_UNCHANGED)
+    assert cut.shape[2] == 4 and cut[..., 3].max() == 128  # the matte, not the hard mask
+    pan = json.loads((tmp_path / "unz" / "panoptic.json").read_text())
+    assert sorted(x["id"] for x in pan["annotations"][0]["segments_info"]) == [1, 2]
+    # polygons: the hole is lost and the report says how much
+    coco_poly, losses = build_coco_instances([s.ann], "polygons")
+    assert losses and losses[0]["polygon_iou"] < 0.95
+
+
+def test_export_nothing_is_a_clear_error(folder: Path):
+    with pytest.raises(ValueError, match="nothing to export"):
+        export_folder(Workspace(folder))
+    with pytest.raises(ValueError, match="formats"):
+        export_folder(Workspace(folder), formats=["bogus"])
+
+
+def test_training_set_uses_only_reviewed_images(folder: Path, tmp_path: Path):
+    s = opened(folder)
+    with s.edit(state="predicted") as ann:
+        ann.regions.append(Region(1, "a", disk(48, 64, 10, 10, 5)))
+    with pytest.raises(ValueError, match="no corrected images"):
+        write_training_set(s.workspace, tmp_path / "d")
+    with s.edit() as ann:
+        ann.regions[0].accepted = True
+    out = write_training_set(s.workspace, tmp_path / "d")
+    assert (out / "images" / "a.png").is_file()
+    assert len(COCO(str(out / "annotations.json")).anns) == 1
+
+
+def test_finetune_job_reads_log_and_finds_checkpoint(tmp_path: Path):
+    job = FineTuneJob(run_dir=tmp_path / "run", minutes=1)
+    job.out_dir.mkdir(parents=True)
+    (job.out_dir / "log.jsonl").write_text(
+        '{"step": 1, "loss": 2.0}\n{"step": 2, "eval": {"score": 0.4}}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    assert [r["step"] for r in read_log(job.out_dir / "log.jsonl")] == [1, 2, 2]
+    st = job.status()
+    assert st["losses"] == [(1, 2.0), (2, 1.5)] and st["metrics_after"] == {"score": 0.4}
+    (job.out_dir / "before_after.json").write_text('{"before": {"score": 0.1}, "after": {"score": 0.5}}')
+    assert job.status()["metrics_before"] == {"score": 0.1} and job.status()["metrics_after"] == {"score": 0.5}
+    (job.out_dir / "train_state.safetensors").write_bytes(b"x")
+    assert find_checkpoint(job.out_dir) is None
+    (job.out_dir / "last.safetensors").write_bytes(b"x")
+    assert find_checkpoint(job.out_dir).name == "last.safetensors"
+    (job.out_dir / "best.safetensors").write_bytes(b"x")
+    assert find_checkpoint(job.out_dir).name == "best.safetensors"
+
+
+def test_finetune_cancel_terminates_the_process(tmp_path: Path):
+    import subprocess
+
+    job = FineTuneJob(run_dir=tmp_path, minutes=1)
+    job.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert job.running
+    job.cancel()
+    assert not job.running and job.status()["phase"] == "cancelled"
+
+
+def test_parse_prompts():
+    assert parse_prompts(" person, dog , ,sky\nthe red car") == ["person", "dog", "sky", "the red car"]
+    assert parse_prompts(None) == [] and parse_prompts(["a", " "]) == ["a"]

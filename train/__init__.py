@@ -1,0 +1,1 @@
+"""The QueryMeldNet trainer: `python -m train --help`."""

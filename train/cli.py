@@ -1,0 +1,135 @@
+"""`python -m train`: train or fine-tune QueryMeldNet on a data spec or a labeled folder."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from qmn.config import QUERY_MODES, get_preset, PRESETS
+from qmn.model import QueryMeldNet, load_model
+from train.data import resolve_data
+from train.distributed import cleanup, init_distributed, training_device
+from train.trainer import Trainer, TrainOptions, config_with, evaluate_heldout
+
+EXAMPLES = """examples:
+  python -m train --data runs/synth/panoptic --preset tiny --steps 2000 --out runs/tiny
+  python -m train --data spec.yaml --steps 20000 --eval-every 1000 --out runs/default
+  python -m train --data my_labeled_folder --init assets/qmn_tiny.safetensors --max-minutes 10 --out runs/ft
+  torchrun --nproc_per_node 4 -m train --data spec.yaml --device cuda --out runs/ddp
+  python -m train ... --resume       (continue an interrupted run in the same --out folder)
+
+data spec (JSON or YAML):
+  {"datasets": [{"path": "synth/panoptic", "task": "panoptic", "ratio": 2, "holdout": 0.05},
+                {"path": "../shared/data/coco128", "task": "instance", "ratio": 1, "holdout": 0.2}]}
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__, epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="data spec (.json/.yaml) or a labeled folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, plot.png)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model preset for a new model (default tiny)")
+    p.add_argument("--init", help="fine-tune from this .safetensors checkpoint (its config is used)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/train_state.safetensors")
+    p.add_argument("--query-mode", choices=QUERY_MODES, help="meld (default) | learnable | conditional, same total count")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    length.add_argument("--epochs", type=float, help="passes over the training images (sets --steps)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per process per step (default 4)")
+    p.add_argument("--image-size", type=int, help="training square side in pixels (default: the preset's)")
+    p.add_argument("--lr", type=float, default=2e-4, help="base learning rate; backbone and text encoder get x0.1")
+    p.add_argument("--backbone-lr-mult", type=float, default=0.1,
+                   help="lr multiplier of backbone and text encoder (0.1 for pretrained ones; 1.0 from scratch)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default min(200, 5%% of steps))")
+    p.add_argument("--grad-clip", type=float, default=0.1)
+    p.add_argument("--freeze-backbone", action="store_true", help="do not train the image backbone")
+    p.add_argument("--freeze-text", action="store_true", help="keep the text encoder frozen (the default for MiniLM)")
+    p.add_argument("--train-text", action="store_true", help="also train the text encoder (lr x0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out parts every N steps; keeps best.safetensors")
+    p.add_argument("--eval-images", type=int, default=50, help="max held-out images per dataset per evaluation")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="held-out fraction for a plain --data folder (default 0.2 with --init, else 0)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this many minutes (0 = no limit)")
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return run(args, argv if argv is not None else sys.argv[1:])
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    import os
+
+    device = training_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    dist = init_distributed(device)
+    try:
+        holdout = args.holdout if args.holdout is not None else (0.2 if args.init else 0.0)
+        data = resolve_data(args.data, default_holdout=holdout)
+        if args.init:
+            model = load_model(args.init)
+            cfg = model.cfg
+            if args.image_size:
+                model.cfg = cfg = config_with(cfg, image_size=args.image_size)
+        else:
+            cfg = get_preset(args.preset)
+            if args.query_mode:
+                cfg = cfg.with_query_mode(args.query_mode)
+            cfg = config_with(cfg, image_size=args.image_size, train_text_encoder=True if args.train_text else None)
+            torch.manual_seed(args.seed)
+            model = QueryMeldNet(cfg)
+        if args.freeze_text and cfg.train_text_encoder:
+            model.text_encoder.requires_grad_(False)
+        train_images = sum(len(t) for t in data.train)
+        steps = args.steps or 1000
+        if args.epochs:
+            steps = max(1, math.ceil(args.epochs * train_images / (args.batch_size * dist.world_size)))
+        opts = TrainOptions(
+            out=args.out, steps=steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            warmup_steps=args.warmup if args.warmup is not None else min(200, max(1, steps // 20)),
+            backbone_lr_mult=args.backbone_lr_mult, grad_clip=args.grad_clip, seed=args.seed, log_every=args.log_every, save_every=args.save_every,
+            eval_every=args.eval_every, eval_images=args.eval_images, max_minutes=args.max_minutes, workers=args.workers,
+            amp=not args.no_amp, freeze_backbone=args.freeze_backbone,
+            command="python -m train " + " ".join(shlex.quote(a) for a in argv))
+        trainer = Trainer(model, data, opts, device, dist)
+        if args.resume and trainer.resume() and dist.is_main:
+            print(f"resumed from step {trainer.step}", file=sys.stderr)
+        before = None
+        if args.init and dist.is_main and any(len(h) for h in data.heldout):
+            model.eval()
+            before = evaluate_heldout(model, data, args.eval_images)
+            model.train()
+        result = trainer.fit()
+        if before is not None:
+            model.eval()
+            after = evaluate_heldout(model, data, args.eval_images)
+            report = {"before": before, "after": after, "steps": result["step"], "heldout_images": sum(len(h) for h in data.heldout)}
+            trainer.save(after)
+            if dist.is_main:
+                from qmn.io_utils import atomic_write_json
+
+                atomic_write_json(args.out / "before_after.json", report, indent=2)
+                print(json.dumps(report, indent=2))
+        return 0
+    finally:
+        cleanup(dist)

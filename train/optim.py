@@ -1,0 +1,33 @@
+"""AdamW with per-part learning rates and the Mask DINO schedule (linear warm-up, x0.1 at 90% and 95% of steps)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NO_DECAY = ("norm", "bias", "level_embed", "logit_scale", "content.weight", "anchor.weight", "type_embed")
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_multiplier: float = 0.1) -> list[dict]:
+    """Backbone and text encoder at lr x `backbone_multiplier`; no weight decay on norms, biases and embeddings."""
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        slow = name.startswith(("backbone.", "text_encoder."))
+        decay = 0.0 if p.ndim <= 1 or any(k in name for k in NO_DECAY) else weight_decay
+        groups.setdefault((lr * (backbone_multiplier if slow else 1.0), decay), []).append(p)
+    return [{"params": ps, "lr": g_lr, "initial_lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...] = (0.9, 0.95)) -> float:
+    """Multiplier of the base lr at `step` (0-based)."""
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    for d in drops:
+        if step >= int(d * total_steps):
+            factor *= 0.1
+    return factor
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * factor
