@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-images", type=int, default=50, help="max held-out images per dataset per evaluation")
     p.add_argument("--holdout", type=float, default=None,
                    help="held-out fraction for a plain --data folder (default 0.2 with --init, else 0)")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this many minutes (0 = no limit)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly after this many minutes (0 = no limit); the lr drops then happen at 90%%/95%% of the\n"
+                        "budget or of --steps, whichever comes first")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")

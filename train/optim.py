@@ -19,11 +19,14 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_mult
     return [{"params": ps, "lr": g_lr, "initial_lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...] = (0.9, 0.95)) -> float:
-    """Multiplier of the base lr at `step` (0-based)."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...] = (0.9, 0.95),
+              time_fraction: float = 0.0) -> float:
+    """Multiplier of the base lr at `step` (0-based). With a wall-clock budget, `time_fraction` (elapsed / budget)
+    also counts as progress, so the x0.1 drops happen before the budget ends, not after."""
     factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    progress = max(step / max(total_steps, 1), time_fraction)
     for d in drops:
-        if step >= int(d * total_steps):
+        if progress >= d:
             factor *= 0.1
     return factor
 

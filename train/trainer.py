@@ -165,7 +165,8 @@ class Trainer:
         stopped_early = False
         for step, batch in loader:
             torch.manual_seed(opts.seed * 1_000_003 + step * 101 + self.dist.rank)  # RNG state = f(seed, step, rank)
-            set_lr(self.optimizer, lr_factor(step, opts.steps, opts.warmup_steps))
+            time_fraction = (time.time() - self.started) / (opts.max_minutes * 60) if opts.max_minutes > 0 else 0.0
+            set_lr(self.optimizer, lr_factor(step, opts.steps, opts.warmup_steps, time_fraction=time_fraction))
             batch = batch.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
                 losses = self.module(batch)
@@ -182,7 +183,7 @@ class Trainer:
                 rec = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                        "img_per_s": round(window_images / max(now - window_start, 1e-9), 2),
                        "elapsed_s": round(self.elapsed_before + now - self.started, 1)}
-                rec.update({k: round(float(v), 5) for k, v in losses.items() if "_aux" not in k and "_prompt_" not in k})
+                rec.update({k: round(v.item(), 5) for k, v in losses.items() if "_aux" not in k and "_prompt_" not in k})
                 append_jsonl(self.out / "log.jsonl", rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=rec["img_per_s"])
                 window_start, window_images = now, 0

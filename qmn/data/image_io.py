@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 DEFAULT_MAX_PIXELS = 1 << 27  # ~134 MP: above any camera photo, far below a decompression bomb
@@ -69,6 +69,8 @@ def _open(source: Source, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except FileNotFoundError as error:
         raise ImageError(f"image not found: {name}") from error
+    except UnidentifiedImageError as error:  # PIL's message names a BytesIO object: say what it means instead
+        raise ImageError(f"cannot read image {name}: not a recognised image format (empty, truncated or corrupt)") from error
     except Image.DecompressionBombError as error:
         raise ImageError(f"image {name} is too large to decode safely: {_one_line(error)}") from error
     except Exception as error:

@@ -122,12 +122,19 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
     """(H, W) bool union of COCO polygons `[[x1, y1, x2, y2, ...], ...]` in pixel-edge coordinates.
 
     Polygons with fewer than 3 points (COCO files contain some) cover nothing and are dropped.
-    Raises ValueError for non-numeric coordinates or an odd coordinate count.
+    Raises ValueError for non-numeric coordinates, an odd coordinate count, or coordinates further
+    outside the image than its own size (pycocotools allocates memory per pixel of edge length, so a
+    coordinate of 1e9 would exhaust the machine's memory).
     """
     check_polygons(polygons)
     rings = [[float(v) for v in polygon] for polygon in polygons if len(polygon) >= 6]
     if not rings:
         return np.zeros((height, width), bool)
+    span = max(height, width)
+    lowest, highest = min(min(ring) for ring in rings), max(max(ring) for ring in rings)
+    if lowest < -span or highest > 2 * span:
+        raise ValueError(f"invalid polygon: coordinates from {lowest:g} to {highest:g} lie far outside the "
+                         f"{width}x{height} image")
     merged = coco_mask.merge(coco_mask.frPyObjects(rings, height, width))
     return _runs_to_mask(_counts_from_string(merged["counts"]), height, width)
 
