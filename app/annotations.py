@@ -1,4 +1,5 @@
-"""The editable annotation of one image (regions with masks) and its JSON form (masks as COCO RLE).
+"""The editable annotation of one image (regions with masks) and its JSON form (masks as COCO RLE,
+through qmn.data.mask_codec, the one RLE codec of the project).
 
 This is what the app autosaves, undoes, exports and fine-tunes on; it is plain data so that
 snapshots for undo are cheap deep copies and the JSON survives without the app.
@@ -12,7 +13,9 @@ from typing import Optional
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from qmn.data.image_io import encode_png
+from qmn.data.mask_codec import decode_rle, encode_rle
 
 IMAGE_STATES = ("new", "predicted", "corrected", "exported")
 
@@ -58,22 +61,8 @@ class ImageAnnotations:
         return copy.deepcopy(self.regions)
 
 
-def encode_rle(mask: np.ndarray) -> dict:
-    """COCO compressed RLE of a bool (H, W) mask with `counts` as str (JSON-safe)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_rle(rle: dict) -> np.ndarray:
-    """Inverse of `encode_rle`: (H, W) bool."""
-    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
-
-
 def _encode_alpha(alpha: np.ndarray) -> str:
-    ok, png = cv2.imencode(".png", np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if not ok:
-        raise ValueError("could not encode alpha matte as PNG")
-    return base64.b64encode(png.tobytes()).decode("ascii")
+    return base64.b64encode(encode_png(np.clip(alpha * 255.0 + 0.5, 0, 255).astype(np.uint8))).decode("ascii")
 
 
 def _decode_alpha(text: str) -> np.ndarray:
@@ -113,7 +102,7 @@ def from_json(d: dict, source: str = "annotation") -> ImageAnnotations:
             Region(
                 id=int(r["id"]),
                 label=str(r["label"]),
-                mask=decode_rle(r["rle"]),
+                mask=decode_rle(r["rle"], int(d["height"]), int(d["width"])),  # a mask of another size is refused
                 score=float(r.get("score", 1.0)),
                 query_type=str(r.get("query_type", "manual")),
                 accepted=bool(r.get("accepted", False)),

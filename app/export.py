@@ -1,24 +1,28 @@
 """Export the annotations of an opened folder: COCO instances (RLE or polygons), COCO panoptic,
-mask PNGs, RGBA cut-outs, zipped. Every COCO file is re-read with pycocotools and checked against
-the masks before it is offered, so a download is never a file another tool cannot open."""
+mask PNGs, RGBA cut-outs, zipped. The COCO files are written by qmn.data's writers (the app's
+annotations become Samples), then re-read with pycocotools and checked against the masks before
+they are offered, so a download is never a file another tool cannot open."""
 from __future__ import annotations
 
 import json
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from app.annotations import ImageAnnotations, encode_rle
+from app.annotations import ImageAnnotations
 from app.tools import cutout_rgba
 from app.workspace import Workspace, sanitize_filename
+from qmn.data.coco import write_coco_instances
+from qmn.data.coco_panoptic import rgb_to_id, write_coco_panoptic
+from qmn.data.image_io import read_image, write_png
+from qmn.data.mask_codec import mask_iou
+from qmn.data.sample import Annotation, Sample
 from qmn.io_utils import atomic_path, atomic_write_json
 
 FORMATS = ("coco_instances", "coco_panoptic", "mask_pngs", "cutouts")
@@ -31,114 +35,60 @@ class ExportResult:
     report: dict  # counts, per-annotation polygon IoU, checks passed
 
 
-def categories_of(anns: Sequence[ImageAnnotations]) -> list[dict]:
-    labels = sorted({r.label for a in anns for r in a.regions})
-    return [{"id": i + 1, "name": name, "supercategory": "object", "isthing": 1} for i, name in enumerate(labels)]
+def label_names(anns: Sequence[ImageAnnotations]) -> list[str]:
+    """The export's categories: every label in use, sorted (ids 1..N in this order)."""
+    return sorted({r.label for a in anns for r in a.regions})
 
 
-def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
-    """Outer contours as COCO polygons [x0, y0, x1, y1, ...]; holes are lost (hence the IoU report)."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
+def to_sample(ann: ImageAnnotations) -> Sample:
+    """The data layer's form of one annotated image, for qmn.data's writers.
+
+    Empty regions are left out. Each Annotation keeps the region's score (COCO results field);
+    the image is not read: writers need only its size, so a zero-stride (H, W, 3) view stands in.
+    """
+    annotations = [Annotation.from_mask(r.label, r.mask, extra={"score": float(r.score)}) for r in ann.regions if r.mask.any()]
+    placeholder = np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (ann.height, ann.width, 3))
+    return Sample(placeholder, annotations, task="instance", image_id=ann.image)
 
 
-def polygons_iou(polygons: list[list[float]], mask: np.ndarray) -> float:
-    h, w = mask.shape
-    raster = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, h, w))).astype(bool)
-    union = (raster | mask).sum()
-    return float((raster & mask).sum() / union) if union else 1.0
-
-
-def build_coco_instances(anns: Sequence[ImageAnnotations], encoding: str = "rle") -> tuple[dict, list[dict]]:
-    """(COCO instances dict, [{"annotation_id", "image", "polygon_iou"}] for the polygon encoding)."""
+def write_instances(samples: Sequence[Sample], path: Path, labels: Sequence[str], encoding: str) -> dict:
+    """Write and verify a COCO instances file; returns the report entries (polygon IoU per annotation)."""
     if encoding not in ENCODINGS:
         raise ValueError(f"mask encoding must be one of {ENCODINGS}, got {encoding!r}")
-    categories = categories_of(anns)
-    cat_id = {c["name"]: c["id"] for c in categories}
-    images, annotations, losses = [], [], []
-    for image_id, ann in enumerate(anns, start=1):
-        images.append({"id": image_id, "file_name": ann.image, "height": ann.height, "width": ann.width})
-        for r in ann.regions:
-            if not r.mask.any():
-                continue
-            ys, xs = np.nonzero(r.mask)
-            entry = {
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": cat_id[r.label],
-                "bbox": [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
-                "area": float(r.area),
-                "iscrowd": 0,
-                "score": float(r.score),
-                "query_type": r.query_type,
-                "accepted": r.accepted,
-            }
-            polygons = mask_to_polygons(r.mask) if encoding == "polygons" else []
-            if polygons:
-                entry["segmentation"] = polygons
-                entry["polygon_iou"] = round(polygons_iou(polygons, r.mask), 4)
-                losses.append({"annotation_id": entry["id"], "image": ann.image, "polygon_iou": entry["polygon_iou"]})
-            else:  # RLE asked for, or a region too thin for a polygon
-                entry["segmentation"] = encode_rle(r.mask)
-            annotations.append(entry)
-    return {"images": images, "annotations": annotations, "categories": categories}, losses
+    written = write_coco_instances(samples, path, categories=list(labels), polygons=encoding == "polygons")
+    # RLE must come back exactly; polygons as well as the writer measured (its IoU report, 1.0 when none)
+    report: dict = {"coco_annotations_checked": verify_coco_instances(path, samples, written.min_polygon_iou),
+                    "encoding": encoding}
+    if written.polygon_iou:
+        image_of = [s.image_id for s in samples for _ in s.annotations]  # annotation ids run 1..N in this order
+        report["polygon_iou"] = [{"annotation_id": i, "image": image_of[i - 1], "polygon_iou": round(iou, 4)}
+                                 for i, iou in written.polygon_iou.items()]
+        report["polygon_iou_min"] = round(written.min_polygon_iou, 4)
+    return report
 
 
-def verify_coco_instances(path: Path, anns: Sequence[ImageAnnotations], min_iou: float) -> int:
+def verify_coco_instances(path: Path, samples: Sequence[Sample], min_iou: float) -> int:
     """Re-read `path` with pycocotools; every annotation's mask must match its region (IoU >= min_iou)."""
     coco = COCO(str(path))
-    masks = [r.mask for a in anns for r in a.regions if r.mask.any()]
+    masks = [a.mask for s in samples for a in s.annotations]
     if len(coco.anns) != len(masks):
         raise ValueError(f"{path.name}: {len(coco.anns)} annotations re-read, {len(masks)} written")
     for ann_id, mask in zip(sorted(coco.anns), masks):
-        decoded = coco.annToMask(coco.anns[ann_id]).astype(bool)
-        union = (decoded | mask).sum()
-        iou = (decoded & mask).sum() / union if union else 1.0
+        iou = mask_iou(coco.annToMask(coco.anns[ann_id]).astype(bool), mask)
         if iou < min_iou:
             raise ValueError(f"{path.name}: annotation {ann_id} re-read with IoU {iou:.3f} < {min_iou}")
     return len(coco.anns)
 
 
-def panoptic_png(ann: ImageAnnotations) -> tuple[np.ndarray, list[int]]:
-    """(H, W, 3) uint8 COCO panoptic id image (id = R + 256 G + 256^2 B) and the region ids drawn.
+def write_panoptic(samples: Sequence[Sample], out_dir: Path, labels: Sequence[str]) -> Path:
+    """`panoptic.json` + `panoptic/<stem>.png` (every label a thing); re-reads every PNG and checks it.
 
-    Panoptic segments cannot overlap: higher-scoring regions are painted last and win shared pixels.
+    Panoptic segments cannot overlap: the writer gives shared pixels to the first annotation, so
+    annotations go in by descending score and the more confident region wins.
     """
-    ids = np.zeros((ann.height, ann.width), np.int64)
-    for r in sorted(ann.regions, key=lambda r: r.score):
-        ids[r.mask] = r.id
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
-    return rgb, [int(i) for i in np.unique(ids) if i]
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 COCO panoptic colours -> (H, W) int64 segment ids."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-
-
-def write_coco_panoptic(anns: Sequence[ImageAnnotations], out_dir: Path) -> Path:
-    """`panoptic.json` + `panoptic/<stem>.png`; re-reads every PNG and checks ids and areas."""
-    categories = categories_of(anns)
-    cat_id = {c["name"]: c["id"] for c in categories}
-    images, annotations = [], []
-    for image_id, ann in enumerate(anns, start=1):
-        rgb, drawn = panoptic_png(ann)
-        png_name = f"{Path(ann.image).stem}.png"
-        _write_png(out_dir / "panoptic" / png_name, rgb)
-        ids = rgb_to_id(rgb)
-        by_id = {r.id: r for r in ann.regions}
-        segments = []
-        for sid in drawn:
-            ys, xs = np.nonzero(ids == sid)
-            segments.append({
-                "id": sid, "category_id": cat_id[by_id[sid].label], "iscrowd": 0, "area": int(len(xs)),
-                "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
-            })
-        images.append({"id": image_id, "file_name": ann.image, "height": ann.height, "width": ann.width})
-        annotations.append({"image_id": image_id, "file_name": png_name, "segments_info": segments})
+    by_score = [replace(s, annotations=sorted(s.annotations, key=lambda a: -a.extra["score"])) for s in samples]
     path = out_dir / "panoptic.json"
-    atomic_write_json(path, {"images": images, "annotations": annotations, "categories": categories})
+    write_coco_panoptic(by_score, path, thing_classes=labels, categories=list(labels))
     verify_panoptic(path)
     return path
 
@@ -147,24 +97,10 @@ def verify_panoptic(path: Path) -> None:
     """Each PNG's ids and pixel counts must equal its segments_info."""
     data = json.loads(path.read_text())
     for entry in data["annotations"]:
-        bgr = cv2.imread(str(path.parent / "panoptic" / entry["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"{entry['file_name']}: panoptic PNG unreadable after writing")
-        ids = rgb_to_id(bgr[..., ::-1])
+        ids = rgb_to_id(read_image(path.with_suffix("") / entry["file_name"]))  # (H, W, 3) -> (H, W)
         for seg in entry["segments_info"]:
             if int((ids == seg["id"]).sum()) != seg["area"]:
                 raise ValueError(f"{entry['file_name']}: segment {seg['id']} area differs after re-reading")
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    """Atomic PNG write; RGB(A) arrays are converted to OpenCV's BGR(A) order."""
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-    ok, png = cv2.imencode(".png", array)
-    if not ok:
-        raise ValueError(f"{path.name}: PNG encoding failed")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(png.tobytes())
 
 
 def region_file_name(region_id: int, label: str) -> str:
@@ -179,10 +115,10 @@ def write_masks_and_cutouts(ws: Workspace, anns: Sequence[ImageAnnotations], out
         for r in ann.regions:
             name = region_file_name(r.id, r.label)
             if "mask_pngs" in formats:
-                _write_png(out_dir / "masks" / Path(ann.image).stem / name, r.mask.astype(np.uint8) * 255)
+                write_png(out_dir / "masks" / Path(ann.image).stem / name, r.mask.astype(np.uint8) * 255)
                 written += 1
             if image is not None:
-                _write_png(out_dir / "cutouts" / Path(ann.image).stem / name, cutout_rgba(image, r))
+                write_png(out_dir / "cutouts" / Path(ann.image).stem / name, cutout_rgba(image, r))
                 written += 1
     return written
 
@@ -218,17 +154,11 @@ def export_folder(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     report: dict = {"images": len(anns), "regions": sum(len(a.regions) for a in anns), "formats": list(formats)}
+    samples, labels = [to_sample(a) for a in anns], label_names(anns)
     if "coco_instances" in formats:
-        coco, losses = build_coco_instances(anns, encoding)
-        path = out_dir / "instances.json"
-        atomic_write_json(path, coco)
-        report["coco_annotations_checked"] = verify_coco_instances(path, anns, 0.0 if encoding == "polygons" else 1.0)
-        report["encoding"] = encoding
-        if losses:
-            report["polygon_iou"] = losses
-            report["polygon_iou_min"] = min(x["polygon_iou"] for x in losses)
+        report.update(write_instances(samples, out_dir / "instances.json", labels, encoding))
     if "coco_panoptic" in formats:
-        write_coco_panoptic(anns, out_dir)
+        write_panoptic(samples, out_dir, labels)
         report["panoptic_checked"] = True
     report["png_files"] = write_masks_and_cutouts(ws, anns, out_dir, formats)
     atomic_write_json(out_dir / "export_report.json", report, indent=2)
@@ -249,11 +179,9 @@ def write_training_set(ws: Workspace, out_dir: Path) -> Path:
     anns = [a for a in ws.annotated(("corrected", "exported")) if a.regions]
     if not anns:
         raise ValueError("no corrected images yet: correct or accept some masks before fine-tuning")
-    coco, _ = build_coco_instances(anns, "rle")
     for ann in anns:
         target = out_dir / "images" / ann.image
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ws.image_path(ann.image), target)
-    atomic_write_json(out_dir / "annotations.json", coco)
-    verify_coco_instances(out_dir / "annotations.json", anns, 1.0)
+    write_instances([to_sample(a) for a in anns], out_dir / "annotations.json", label_names(anns), "rle")
     return out_dir

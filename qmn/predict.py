@@ -36,11 +36,11 @@ from tqdm import tqdm
 
 from qmn.data.coco import write_coco_instances
 from qmn.data.coco_panoptic import write_coco_panoptic
-from qmn.data.image_io import IMAGE_EXTENSIONS, ImageError, read_image
+from qmn.data.image_io import IMAGE_EXTENSIONS, ImageError, read_image, write_png
 from qmn.data.mask_codec import decode_rle, encode_rle
 from qmn.data.masks import write_mask_pngs
 from qmn.data.sample import TASKS
-from qmn.io_utils import atomic_path, atomic_write_json, safe_join
+from qmn.io_utils import atomic_write_json, safe_join
 from qmn.structures import Prediction, Segment
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "qmn_tiny.safetensors"
@@ -100,15 +100,6 @@ def prompts_from_cli(text: str, task: str) -> list[str]:
 
 def _record_path(out: Path, key: str) -> Path:
     return safe_join(out, f"{RECORD_DIR}/{key}.json")
-
-
-def save_png(path: Path, array: np.ndarray) -> None:
-    """Atomic lossless PNG of a uint8 (H, W), (H, W, 3) RGB or (H, W, 4) RGBA array."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def _palette(n: int) -> np.ndarray:
@@ -201,9 +192,9 @@ class Labeler:
             for mask, mask_path in zip((m for m in masks if m is not None), mask_paths):
                 relative = mask_path.relative_to(self.out / "masks").as_posix()
                 alpha = refine(image, mask)  # (H, W) float in [0, 1]
-                save_png(safe_join(self.out, f"alpha/{relative}"), np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8))
-                save_png(safe_join(self.out, f"cutouts/{relative}"), cutout(image, alpha))
-        save_png(safe_join(self.out, f"overlays/{stem}.png"), draw_overlay(image, prediction))
+                write_png(safe_join(self.out, f"alpha/{relative}"), np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8))
+                write_png(safe_join(self.out, f"cutouts/{relative}"), cutout(image, alpha))
+        write_png(safe_join(self.out, f"overlays/{stem}.png"), draw_overlay(image, prediction))
         record = {
             "file_name": key,
             "height": image.shape[0],

@@ -13,11 +13,12 @@ import pytest
 from pycocotools.coco import COCO
 
 from app import tools
-from app.annotations import ImageAnnotations, Region, decode_rle, encode_rle, from_json, to_json
-from app.export import build_coco_instances, export_folder, write_training_set
+from app.annotations import ImageAnnotations, Region, from_json, to_json
+from app.export import export_folder, write_training_set
 from app.finetune import FineTuneJob, find_checkpoint, read_log
 from app.session import SessionState, parse_prompts
 from app.workspace import Workspace, sanitize_filename
+from qmn.data.mask_codec import decode_rle, encode_rle
 
 
 def disk(h: int, w: int, cx: int, cy: int, r: int) -> np.ndarray:
@@ -171,9 +172,14 @@ def test_export_zip_is_valid_coco(folder: Path, tmp_path: Path):
     assert cut.shape[2] == 4 and cut[..., 3].max() == 128  # the matte, not the hard mask
     pan = json.loads((tmp_path / "unz" / "panoptic.json").read_text())
     assert sorted(x["id"] for x in pan["annotations"][0]["segments_info"]) == [1, 2]
-    # polygons: the hole is lost and the report says how much
-    coco_poly, losses = build_coco_instances([s.ann], "polygons")
-    assert losses and losses[0]["polygon_iou"] < 0.95
+    # polygons: qmn.data's writer splices the hole into the outline, the report says nothing was lost
+    poly = export_folder(s.workspace, formats=["coco_instances"], encoding="polygons", out_root=tmp_path / "poly")
+    assert [x["annotation_id"] for x in poly.report["polygon_iou"]] == [1, 2] and poly.report["polygon_iou_min"] == 1.0
+    with zipfile.ZipFile(poly.zip_path) as zf:
+        zf.extractall(tmp_path / "unz_poly")
+    coco_poly = COCO(str(tmp_path / "unz_poly" / "instances.json"))
+    assert isinstance(coco_poly.anns[1]["segmentation"], list)
+    assert np.array_equal(coco_poly.annToMask(coco_poly.anns[1]).astype(bool), ring)
 
 
 def test_export_nothing_is_a_clear_error(folder: Path):

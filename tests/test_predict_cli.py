@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qmn.data.image_io import write_png
 from qmn.data.sample import Sample, mask_to_box
 from qmn.data.synth import STUFF_CLASSES, THING_SHAPES, generate_sample
 from qmn.evaluate import TaskEvaluator, evaluate_model, evaluate_predictions, referring_targets
 from qmn.evaluate import main as evaluate_main
-from qmn.predict import Labeler, list_images, main as predict_main, merge, parse_shard, shard_of, save_png
+from qmn.predict import Labeler, list_images, main as predict_main, merge, parse_shard, shard_of
 from qmn.structures import Prediction, Segment
 
 
@@ -107,7 +108,7 @@ def _label_folder(tmp_path: Path, samples: list[Sample], task: str, prompts: lis
     """Write the samples as PNGs, label them with the oracle through Labeler, merge; returns the out folder."""
     images = tmp_path / "images"
     for s in samples:
-        save_png(images / s.image_id, s.image)
+        write_png(images / s.image_id, s.image)
     out = tmp_path / "out"
     labeler = Labeler(OracleModel(samples), prompts, task, out, threshold=0.3, refine=False)
     pairs = list_images([images])
@@ -193,7 +194,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def test_cli_shards_merge_once_all_done_and_resume_skips(tmp_path, tiny_checkpoint, capsys):
     images = tmp_path / "images"
     for i, s in enumerate(_samples("panoptic", n=3, size=48)):
-        save_png(images / f"{i}.png", s.image)
+        write_png(images / f"{i}.png", s.image)
     out = tmp_path / "out"
     base = ["--checkpoint", str(tiny_checkpoint), "--images", str(images), "--prompts", "circle, sky",
             "--task", "panoptic", "--out", str(out), "--threshold", "0.0", "--device", "cpu"]
@@ -229,7 +230,7 @@ def test_refine_writes_alpha_and_rgba_cutouts_named_as_the_masks(tmp_path):
     from PIL import Image
 
     sample = _samples("foreground", n=1, size=48)[0]
-    save_png(tmp_path / "img0.png", sample.image)
+    write_png(tmp_path / "img0.png", sample.image)
     labeler = Labeler(OracleModel([sample]), ["foreground"], "foreground", tmp_path / "out", 0.3, refine=True)
     labeler.label("img0.png", tmp_path / "img0.png")
     masks = sorted(p.name for p in (tmp_path / "out" / "masks" / "img0").iterdir())

@@ -1,8 +1,11 @@
-"""Reading user images into the one array format every part of qmn uses: RGB uint8 (H, W, 3).
+"""Image files in and out: reading user images into the one array format every part of qmn uses,
+RGB uint8 (H, W, 3), and the one PNG writer every part (data writers, predict CLI, app) uses.
 
 Public API:
     read_image(path_or_bytes, max_pixels=DEFAULT_MAX_PIXELS) -> np.ndarray uint8 (H, W, 3)
     image_size(path_or_bytes, max_pixels=DEFAULT_MAX_PIXELS) -> (H, W)   header only, no decode
+    encode_png(array) -> bytes          lossless PNG of uint8 gray / RGB / RGBA or uint16 gray
+    write_png(path, array) -> None      the same, written atomically (parent folders created)
     ImageError (a ValueError with a one-line message naming the file)
     IMAGE_EXTENSIONS, DEFAULT_MAX_PIXELS
 
@@ -19,6 +22,8 @@ from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from qmn.io_utils import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 DEFAULT_MAX_PIXELS = 1 << 27  # ~134 MP: above any camera photo, far below a decompression bomb
@@ -59,6 +64,28 @@ def image_size(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[in
         except Exception:
             orientation = 1
         return (width, height) if orientation in _SWAPS_AXES else (height, width)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Lossless PNG of a uint8 (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA array, or a uint16 (H, W) one
+    (16-bit gray: index maps with more than 255 segments). Channels are in RGB(A) order, not OpenCV's BGR."""
+    gray = array.ndim == 2
+    if not ((array.dtype == np.uint8 and (gray or (array.ndim == 3 and array.shape[2] in (3, 4))))
+            or (array.dtype == np.uint16 and gray)):
+        raise ValueError(f"cannot write a PNG of a {array.dtype} array of shape {array.shape}: expected uint8 "
+                         "(H, W), (H, W, 3) or (H, W, 4), or uint16 (H, W)")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")  # views (crops) need a contiguous copy
+    return buffer.getvalue()
+
+
+def write_png(path: Union[str, Path], array: np.ndarray) -> None:
+    """Write `encode_png(array)` to `path` atomically; a bad array raises ValueError naming the file."""
+    try:
+        data = encode_png(array)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    atomic_write_bytes(path, data)
 
 
 def _open(source: Source, max_pixels: int) -> Image.Image:

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image
 
 from qmn.data.coco import Item, image_labels, output_path
-from qmn.io_utils import atomic_path, atomic_write_json
+from qmn.data.image_io import write_png
+from qmn.io_utils import atomic_write_json
 
 
 def write_mask_pngs(item: Item, out_dir: Union[str, Path], *, index_map: bool = False) -> list[Path]:
@@ -31,7 +31,7 @@ def write_mask_pngs(item: Item, out_dir: Union[str, Path], *, index_map: bool = 
         paths = []
         for k, annotation in enumerate(segments, start=1):
             path = output_path(out_dir, f"{stem}/{k:03d}_{_slug(annotation.text)}.png")
-            _save_png(path, annotation.mask.astype(np.uint8) * 255)
+            write_png(path, annotation.mask.astype(np.uint8) * 255)
             paths.append(path)
         return paths
     indices = np.zeros((labels.height, labels.width), np.uint8 if len(segments) < 256 else np.uint16)  # (H, W)
@@ -40,14 +40,9 @@ def write_mask_pngs(item: Item, out_dir: Union[str, Path], *, index_map: bool = 
         indices[annotation.mask & (indices == 0)] = k
         legend.append({"index": k, "label": annotation.text, **_score(annotation.extra)})
     png_path, json_path = output_path(out_dir, f"{stem}.png"), output_path(out_dir, f"{stem}.json")
-    _save_png(png_path, indices)
+    write_png(png_path, indices)
     atomic_write_json(json_path, legend, indent=1)
     return [png_path, json_path]
-
-
-def _save_png(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
 
 
 def _score(extra: dict) -> dict:
