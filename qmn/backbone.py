@@ -15,10 +15,21 @@ class Backbone(nn.Module):
     `.safetensors` state dict of the full timm model (classifier keys are ignored). Pickled files are refused.
     """
 
-    def __init__(self, name: str, out_indices: tuple[int, ...] = (0, 1, 2, 3), pretrained: str = "") -> None:
+    def __init__(self, name: str, out_indices: tuple[int, ...] = (), pretrained: str = "") -> None:
         super().__init__()
         self.name = name
-        self.body = timm.create_model(name, features_only=True, out_indices=out_indices, pretrained=pretrained == "hub")
+        if not out_indices:  # auto: the levels at strides 4, 8, 16, 32, whatever the model's stem does
+            info = timm.create_model(name, features_only=True, pretrained=False).feature_info
+            by_stride = {r: i for i, r in enumerate(info.reduction())}
+            missing = [s for s in (4, 8, 16, 32) if s not in by_stride]
+            if missing:
+                raise ValueError(f"backbone {name!r} has no feature maps at stride(s) {missing}; set backbone_out_indices")
+            out_indices = tuple(by_stride[s] for s in (4, 8, 16, 32))
+        kwargs = dict(features_only=True, out_indices=out_indices, pretrained=pretrained == "hub")
+        try:  # window / patch transformers (swin, vit) are built for one input size unless told otherwise
+            self.body = timm.create_model(name, dynamic_img_size=True, **kwargs)
+        except TypeError:  # CNNs take any size and do not know the argument
+            self.body = timm.create_model(name, **kwargs)
         if pretrained and pretrained != "hub":
             self.load_weights_file(pretrained)
         self.channels: list[int] = list(self.body.feature_info.channels())

@@ -17,7 +17,7 @@ class QMNConfig:
     # image side
     backbone: str = "convnext_atto"  # any timm model name that supports features_only
     backbone_pretrained: str = ""  # "" = random init; "hub" = timm hub weights; or a local weights file
-    backbone_out_indices: tuple[int, ...] = (0, 1, 2, 3)  # strides 4/8/16/32
+    backbone_out_indices: tuple[int, ...] = ()  # () = the levels at strides 4/8/16/32, found from timm's feature_info
     image_size: int = 256  # training / inference long side
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)

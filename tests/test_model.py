@@ -234,3 +234,26 @@ def test_pickles_and_bad_files_are_refused(micro_model, tmp_path):
         load_model(good)
     with pytest.raises(CheckpointError, match="no such"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def test_backbone_any_timm_model_and_local_weights_file(tmp_path):
+    """timm CNNs and window transformers (NHWC output, fixed input size by default) give NCHW maps at strides
+    4..32; a local safetensors file of the full timm model loads (its classifier ignored)."""
+    import timm
+    from safetensors.torch import save_file
+
+    from qmn.backbone import Backbone
+
+    for name in ("resnet18", "swin_tiny_patch4_window7_224"):
+        bb = Backbone(name)
+        feats = bb(torch.zeros(1, 3, 320, 320))
+        assert [f.shape[1] for f in feats] == bb.channels and [320 // f.shape[-1] for f in feats] == [4, 8, 16, 32]
+    torch.manual_seed(1)
+    donor = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(path))
+    bb = Backbone("resnet18", pretrained=str(path))
+    assert torch.equal(bb.body.state_dict()["conv1.weight"], donor.state_dict()["conv1.weight"])
+    with pytest.raises(ValueError, match="no tensor matches"):
+        save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+        Backbone("resnet18", pretrained=str(tmp_path / "other.safetensors"))

@@ -51,13 +51,18 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast_value(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's number (e.g. the elapsed fraction of the time budget) for every rank, so all act on the same one."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([float(value)], device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """Rank 0's decision (e.g. "time budget reached") for every rank, so all stop at the same step."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(t, 0)
-    return bool(t.item())
+    return broadcast_value(1.0 if flag else 0.0, info, device) > 0.5
 
 
 def cleanup(info: DistInfo) -> None:

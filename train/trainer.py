@@ -16,7 +16,7 @@ from tqdm import tqdm
 from qmn.config import QMNConfig
 from qmn.model import QueryMeldNet
 from train.data import TrainingData, make_loader
-from train.distributed import DistInfo, barrier, broadcast_flag
+from train.distributed import DistInfo, barrier, broadcast_flag, broadcast_value
 from train.log import append_jsonl, plot_run, truncate_after
 from train.optim import lr_factor, param_groups, set_lr
 from train.state import load_train_state, save_train_state
@@ -165,7 +165,9 @@ class Trainer:
         stopped_early = False
         for step, batch in loader:
             torch.manual_seed(opts.seed * 1_000_003 + step * 101 + self.dist.rank)  # RNG state = f(seed, step, rank)
-            time_fraction = (time.time() - self.started) / (opts.max_minutes * 60) if opts.max_minutes > 0 else 0.0
+            time_fraction = 0.0
+            if opts.max_minutes > 0:  # rank 0's clock, so every rank drops its lr at the same step
+                time_fraction = broadcast_value((time.time() - self.started) / (opts.max_minutes * 60), self.dist, self.device)
             set_lr(self.optimizer, lr_factor(step, opts.steps, opts.warmup_steps, time_fraction=time_fraction))
             batch = batch.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
