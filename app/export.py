@@ -108,7 +108,8 @@ def region_file_name(region_id: int, label: str) -> str:
 
 
 def write_masks_and_cutouts(ws: Workspace, anns: Sequence[ImageAnnotations], out_dir: Path, formats: Sequence[str]) -> int:
-    """`masks/<stem>/<id>_<label>.png` (0/255) and `cutouts/<stem>/<id>_<label>.png` (RGBA); returns files written."""
+    """`masks/<stem>/<id>_<label>.png` (0/255), `cutouts/<stem>/<id>_<label>.png` (RGBA) and, for regions refined
+    with matting, `alpha/<stem>/<id>_<label>.png` (the matte, 0-255) beside them; returns files written."""
     written = 0
     for ann in anns:
         image = ws.read_image(ann.image) if "cutouts" in formats else None
@@ -119,6 +120,9 @@ def write_masks_and_cutouts(ws: Workspace, anns: Sequence[ImageAnnotations], out
                 written += 1
             if image is not None:
                 write_png(out_dir / "cutouts" / Path(ann.image).stem / name, cutout_rgba(image, r))
+                written += 1
+            if r.alpha is not None:
+                write_png(out_dir / "alpha" / Path(ann.image).stem / name, np.clip(r.alpha * 255 + 0.5, 0, 255).astype(np.uint8))
                 written += 1
     return written
 

@@ -113,12 +113,17 @@ def refine_with_matting(image: np.ndarray, mask: np.ndarray, trimap_width: int) 
 
 
 def cutout_rgba(image: np.ndarray, region: Region) -> np.ndarray:
-    """(H, W, 4) uint8 cut-out cropped to the region's box; alpha = matte if refined, else the mask."""
+    """(H, W, 4) uint8 cut-out cropped to the region's box; alpha = matte if refined (object colour re-estimated
+    in the soft band by `qmn.matting.cutout`, so no background halo), else the hard mask."""
     alpha = region.alpha if region.alpha is not None else region.mask.astype(np.float32)
     ys, xs = np.nonzero(alpha > 0)
     if len(xs) == 0:
         return np.zeros((1, 1, 4), np.uint8)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    if region.alpha is not None:
+        from qmn.matting import cutout
+
+        return cutout(image[y0:y1, x0:x1], alpha[y0:y1, x0:x1])
     rgba = np.dstack([image, np.clip(alpha * 255 + 0.5, 0, 255).astype(np.uint8)])
     return rgba[y0:y1, x0:x1]
 
