@@ -28,7 +28,8 @@ from app.model_host import ModelHost
 from app.session import SessionState, parse_prompts
 from app.workspace import MAX_PIXELS, Workspace
 from qmn.data.sample import TASKS
-from qmn.io_utils import safe_join
+from qmn.grabcut import grabcut_from_box
+from qmn.io_utils import atomic_path, safe_join
 
 log = logging.getLogger("qmn.app")
 REGION_COLUMNS = ["id", "label", "score", "query type", "accepted", "visible", "area"]
@@ -414,7 +415,7 @@ class Studio:
             else:
                 gr.Warning("the model returned no mask for this box: used GrabCut instead")
         if region is None:
-            region = Region(id=ann.next_id(), label=name, mask=tools.grabcut_mask(img, xyxy), query_type="manual")
+            region = Region(id=ann.next_id(), label=name, mask=grabcut_from_box(img, xyxy), query_type="manual")
         region.id, region.label, region.accepted = ann.next_id(), name, True
         with session.edit() as a:
             a.regions.append(region)
@@ -557,7 +558,8 @@ class Studio:
             target.mkdir(parents=True, exist_ok=True)
             for f in files:
                 src = Path(f if isinstance(f, str) else f.name)
-                shutil.copyfile(src, target / Path(src.name).name)
+                with atomic_path(target / src.name) as tmp:  # a half-copied checkpoint never sits under its name
+                    shutil.copyfile(src, tmp)
             found = [target / Path(f if isinstance(f, str) else f.name).name for f in files]
             weights = [p for p in found if p.suffix == ".safetensors"]
             if not weights:

@@ -67,21 +67,6 @@ def box_from_corners(p0: Sequence[float], p1: Sequence[float], width: int, heigh
     return box
 
 
-def grabcut_mask(image: np.ndarray, box: Sequence[float], iterations: int = 3) -> np.ndarray:
-    """Classical GrabCut seeded by an xyxy box: the fallback when the model misses the object. (H, W) bool."""
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    rect = (x0, y0, max(1, min(w, x1) - x0), max(1, min(h, y1) - y0))
-    mask = np.zeros((h, w), np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-    out = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    if not out.any():  # GrabCut gave up (flat box): keep the box itself so the user sees something
-        out[rect[1] : rect[1] + rect[3], rect[0] : rect[0] + rect[2]] = True
-    return out
-
-
 def stroke_mask(editor_value: Optional[dict], shape: tuple[int, int]) -> np.ndarray:
     """Painted pixels of an ImageEditor value: layers[0] alpha > 0, as (H, W) bool of `shape`."""
     layers = (editor_value or {}).get("layers") or []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app.export import ENCODINGS, FORMATS
-from app.handlers import LIST_COLUMNS, LOSS_COLUMNS, QUEUE_COLUMNS, REGION_COLUMNS, Studio
+from app.handlers import LIST_COLUMNS, QUEUE_COLUMNS, REGION_COLUMNS, Studio
 from app.session import SessionState
 from qmn.data.sample import TASKS
 

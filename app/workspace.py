@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from app.annotations import ImageAnnotations, from_json, to_json
+from qmn.data.image_io import ImageError, read_image
 from qmn.io_utils import atomic_write_bytes, atomic_write_json, safe_join
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -29,26 +30,12 @@ def sanitize_filename(name: str) -> str:
 
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from encoded bytes; ValueError naming `source` if corrupt or too big."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise ValueError(f"{source}: not a readable image (corrupt or unsupported format)")
-    return to_rgb(arr, source)
-
-
-def to_rgb(arr: np.ndarray, source: str = "image") -> np.ndarray:
-    """Normalise an OpenCV-decoded array (gray / BGR / BGRA, 8 or 16 bit) to RGB uint8 (H, W, 3)."""
-    if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
-        raise ValueError(
-            f"{source}: image is {arr.shape[1]}x{arr.shape[0]} pixels, over the {MAX_PIXELS // 1_000_000} MP limit"
-        )
-    if arr.dtype != np.uint8:
-        arr = (arr.astype(np.float32) / max(float(arr.max()), 1.0) * 255.0).astype(np.uint8)
-    if arr.ndim == 2:
-        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
-    if arr.shape[2] == 4:
-        return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    """Upright RGB uint8 (H, W, 3) from encoded bytes, through qmn's reader (EXIF orientation applied, the
+    pixel limit checked before decoding); ValueError naming `source` if empty, corrupt or too big."""
+    try:
+        return read_image(data, max_pixels=MAX_PIXELS)
+    except ImageError as error:
+        raise ValueError(f"{source}: not a readable image ({str(error).replace(' <bytes>', '')})") from None
 
 
 class Workspace:

@@ -54,7 +54,7 @@ def prepare_image(image: np.ndarray, size: int, mean: tuple[float, ...], std: tu
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    x = (torch.from_numpy(image).float().permute(2, 0, 1) / 255.0 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    x = (torch.from_numpy(np.array(image, copy=True)).float().permute(2, 0, 1) / 255.0 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
     padded = torch.zeros(3, size, size)
     padded[:, :nh, :nw] = x
     return PreparedImage(padded, scale, (nh, nw), (h, w))

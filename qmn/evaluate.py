@@ -250,13 +250,18 @@ def _finish(evaluator: TaskEvaluator, notes: list[str], skipped: list[str], star
     return result
 
 
+def default_threshold(task: str) -> float:
+    """AP is a ranking metric: keep every top-100 detection (COCO protocol); the other tasks need a cut."""
+    return 0.0 if task in ("instance", "detection") else 0.3
+
+
 def evaluate_model(
     model,
     dataset: Sequence[Sample],
     task: str,
     max_images: Optional[int] = None,
     prompts: Optional[Sequence[str]] = None,
-    threshold: float = 0.3,
+    threshold: Optional[float] = None,
     progress: bool = True,
 ) -> dict:
     """Run `model.predict` on the first `max_images` samples of `dataset` and score them for `task`.
@@ -273,7 +278,8 @@ def evaluate_model(
         if task == "referring" and not image_prompts:  # nothing referred to in this image: nothing to score
             prediction = Prediction(task, [], [], image_size=sample.image.shape[:2])
         else:
-            prediction = model.predict(sample.image, [] if task == "foreground" else image_prompts, task, threshold=threshold)
+            prediction = model.predict(sample.image, [] if task == "foreground" else image_prompts, task,
+                                       threshold=default_threshold(task) if threshold is None else threshold)
         evaluator.add(sample, prediction)
     return _finish(evaluator, notes, skipped, started)
 
@@ -451,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     parser.add_argument("--prompts", default="", help="comma-separated classes to evaluate; empty = the dataset's vocabulary")
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    parser.add_argument("--threshold", type=float, default=0.3, help="minimum segment score (with --checkpoint)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="minimum segment score (with --checkpoint); default 0 for instance / detection (AP ranks "
+                             "the top 100 detections, as COCO does) and 0.3 for the other tasks")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 

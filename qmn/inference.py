@@ -143,13 +143,24 @@ def foreground(raw: RawOutput, threshold: float) -> list[Segment]:
     return [_segment(raw, best, "foreground", float(scores[keep].max()), union, 1)]
 
 
-def prompted(raw: RawOutput, prompts: list[str], first: int, labelled: bool) -> list[Segment]:
-    """One segment per prompted query (indices >= first); labelled with the best text prompt when there are any."""
+def prompted(raw: RawOutput, prompts: list[str], first: int, labelled: bool,
+             clip_boxes: list[np.ndarray | None] | None = None, margin: float = 0.1) -> list[Segment]:
+    """One segment per prompted query (indices >= first); labelled with the best text prompt when there are any.
+    A box prompt's mask is cut to its box grown by `margin` of its size: the user drew the object's extent."""
     idx = torch.arange(first, raw.probs.shape[0])
     masks = _upsample(raw, raw.mask_logits[idx]).sigmoid()
+    h, w = raw.original_hw
     out = []
     for i, q in enumerate(idx.tolist()):
         binary = masks[i] > 0.5
+        box = clip_boxes[i] if clip_boxes else None
+        if box is not None:
+            dx, dy = margin * (box[2] - box[0]), margin * (box[3] - box[1])
+            x0, y0 = max(0, int(box[0] - dx)), max(0, int(box[1] - dy))
+            x1, y1 = min(w, int(np.ceil(box[2] + dx))), min(h, int(np.ceil(box[3] + dy)))
+            inside = torch.zeros_like(binary)
+            inside[y0:y1, x0:x1] = True
+            binary &= inside
         if labelled:
             t = int(raw.probs[q].argmax())
             label, score = prompts[t], float(raw.probs[q, t])

@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)  # os.umask cannot be read without setting it: done once, at import, before any thread
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success fsync + rename it over `path`, else delete it.
@@ -19,9 +28,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; written files get the usual permissions
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; written files get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

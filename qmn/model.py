@@ -136,26 +136,26 @@ class QueryMeldNet(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ predict
     def _user_prompts(self, boxes, points, scale: float, size: int) -> Prompts | None:
-        """xyxy pixel boxes and (x, y, positive) clicks -> one prompted query per box, and per positive click that
-        lies in no box; every click also refines the box queries that contain it."""
+        """xyxy pixel boxes and (x, y, positive) clicks -> one prompted query per box; clicks inside a box refine
+        that box's query; the clicks outside every box together make one more query (an object picked by clicks),
+        whose small box sits on its first positive click."""
         boxes = [np.asarray(b, np.float32).reshape(4) for b in (boxes or [])]
         points = [(float(x), float(y), bool(p)) for x, y, p in (points or [])]
         for b in boxes:
             if not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
                 raise ValueError(f"invalid box {b.tolist()}: expected [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
         queries: list[tuple[np.ndarray, bool, list]] = [(b * scale / size, True, []) for b in boxes]
+        loose = []
         for x, y, positive in points:
             xy = np.array([x, y], np.float32) * scale / size
-            inside = [q for q in queries if q[1] and q[0][0] <= xy[0] <= q[0][2] and q[0][1] <= xy[1] <= q[0][3]]
-            if inside:
-                for q in inside:
-                    q[2].append((xy, positive))
-            elif positive:
-                queries.append((np.concatenate([xy - 0.05, xy + 0.05]), False, [(xy, True)]))
-        negatives = [(np.array([x, y], np.float32) * scale / size, False) for x, y, p in points if not p]
-        for q in queries:  # negative clicks outside every box refine the click-made queries
-            if not q[1]:
-                q[2].extend(n for n in negatives if all(not np.array_equal(n[0], c[0]) for c in q[2]))
+            inside = [q for q in queries if q[0][0] <= xy[0] <= q[0][2] and q[0][1] <= xy[1] <= q[0][3]]
+            for q in inside:
+                q[2].append((xy, positive))
+            if not inside:
+                loose.append((xy, positive))
+        anchor = next((xy for xy, positive in loose if positive), None)
+        if anchor is not None:
+            queries.append((np.concatenate([anchor - 0.05, anchor + 0.05]), False, loose))
         if not queries:
             return None
         m = max(1, max(len(q[2]) for q in queries))
@@ -174,7 +174,8 @@ class QueryMeldNet(nn.Module):
     def predict(self, image: np.ndarray, prompts: str | list[str] | None = None, task: str = "panoptic",
                 threshold: float = 0.3, boxes: list | None = None, points: list | None = None) -> Prediction:
         """Segment one RGB image (any size; gray / RGBA accepted). Box / click prompts, when given, each return one
-        segment (query_type "prompted") and the task's own post-processing is skipped."""
+        segment (query_type "prompted"; a box's mask is kept within the box plus a 10% margin) and the task's own
+        post-processing is skipped."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
         if not 0.0 <= float(threshold) <= 1.0:
@@ -204,7 +205,10 @@ class QueryMeldNet(nn.Module):
                             prep.valid_hw, prep.original_hw)
             if user is not None:
                 pred = Prediction(task=task, prompts=texts, image_size=prep.original_hw)
-                pred.segments = prompted(raw, model_texts, n + k, labelled=bool(texts))
+                clip = [np.asarray(b, np.float32) if from_box else None
+                        for b, from_box in zip(boxes or [], user.from_box[0].tolist())]
+                clip += [None] * (user.valid.shape[1] - len(clip))
+                pred.segments = prompted(raw, model_texts, n + k, labelled=bool(texts), clip_boxes=clip)
                 return pred
             return postprocess(raw, task, model_texts, float(threshold))
         finally:

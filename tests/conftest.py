@@ -5,10 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,6 +29,8 @@ def micro_cfg():
 
 @pytest.fixture(scope="session")
 def micro_model(micro_cfg):
+    import torch
+
     from qmn import QueryMeldNet
 
     torch.manual_seed(0)

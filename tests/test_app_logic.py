@@ -9,6 +9,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from qmn.grabcut import grabcut_from_box
 import pytest
 from pycocotools.coco import COCO
 
@@ -131,7 +133,7 @@ def test_box_brush_and_grabcut():
         tools.box_from_corners((3, 3), (3, 3), 40, 40)
     img = np.full((60, 60, 3), 20, np.uint8)
     img[20:40, 20:40] = (240, 200, 30)
-    m = tools.grabcut_mask(img, [10, 10, 50, 50])
+    m = grabcut_from_box(img, [10, 10, 50, 50])
     assert m[30, 30] and not m[12, 12]
     layer = np.zeros((60, 60, 4), np.uint8)
     layer[0:5, 0:5, 3] = 255

@@ -107,6 +107,9 @@ def test_box_and_click_prompts_give_one_prompted_segment_each(micro_model):
     # two boxes (the first refined by the click inside it) + one click outside every box
     assert len(pred.segments) == 3
     assert all(s.query_type == "prompted" and s.label == "object" and s.mask.shape == (150, 220) for s in pred.segments)
+    outside = np.ones((150, 220), bool)
+    outside[2:98, 3:87] = False  # box [10, 10, 80, 90] grown by 10% of its width (7) and height (8)
+    assert not (pred.segments[0].mask & outside).any()
     labelled = micro_model.predict(img, "cat, dog", "instance", boxes=[[10, 10, 80, 90]])
     assert labelled.segments[0].label in ("cat", "dog")
 
