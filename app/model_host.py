@@ -10,23 +10,16 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
+from qmn.model import resolve_device
+
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "qmn_tiny.safetensors"
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; other values pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class ModelHost:
     """Holds the current model plus the previous checkpoints for roll-back."""
 
     def __init__(self, checkpoint: Optional[str | Path] = None, device: str = "auto", model: Any = None):
-        self.device = resolve_device(device)
+        self.device = str(resolve_device(device))
         self._lock = threading.Lock()
         self.history: list[Optional[Path]] = []  # earlier checkpoints, newest last; None = untrained
         self.checkpoint: Optional[Path] = None

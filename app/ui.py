@@ -69,7 +69,8 @@ def build_app(studio: Studio, model_concurrency: int = 1) -> gr.Blocks:
                         prompts = gr.Textbox(label="Prompts (comma-separated classes, or a phrase)",
                                              placeholder="person, dog, sky", elem_id="prompts")
                         save_prompts_btn = gr.Button("Save prompts as this folder's ontology", size="sm")
-                        threshold = gr.Slider(0.0, 1.0, value=0.3, step=0.01, label="Score threshold", elem_id="threshold")
+                        threshold = gr.Slider(0.0, 1.0, value=studio.host.model.cfg.score_threshold, step=0.01,
+                                              label="Score threshold (default: the model's calibrated one)", elem_id="threshold")
                         segment_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
                         with gr.Row():
                             run_all_btn = gr.Button("Run on all unlabeled images", elem_id="run-all-btn")

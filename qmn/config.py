@@ -54,6 +54,8 @@ class QMNConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     num_negative_prompts: int = 16  # vocabulary words added as negatives per training batch
+    # inference
+    score_threshold: float = 0.3  # default segment score cut; `bench/calibrate_threshold.py` tunes it per model
 
     def __post_init__(self) -> None:
         if self.query_mode not in QUERY_MODES:

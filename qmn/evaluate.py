@@ -250,9 +250,10 @@ def _finish(evaluator: TaskEvaluator, notes: list[str], skipped: list[str], star
     return result
 
 
-def default_threshold(task: str) -> float:
-    """AP is a ranking metric: keep every top-100 detection (COCO protocol); the other tasks need a cut."""
-    return 0.0 if task in ("instance", "detection") else 0.3
+def default_threshold(task: str) -> Optional[float]:
+    """AP is a ranking metric: keep every top-100 detection (COCO protocol); the other tasks use the model's own
+    calibrated `score_threshold` (None)."""
+    return 0.0 if task in ("instance", "detection") else None
 
 
 def evaluate_model(
@@ -459,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
     parser.add_argument("--threshold", type=float, default=None,
                         help="minimum segment score (with --checkpoint); default 0 for instance / detection (AP ranks "
-                             "the top 100 detections, as COCO does) and 0.3 for the other tasks")
+                             "the top 100 detections, as COCO does) and the model's score_threshold otherwise")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 

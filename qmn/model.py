@@ -172,12 +172,13 @@ class QueryMeldNet(nn.Module):
 
     @torch.no_grad()
     def predict(self, image: np.ndarray, prompts: str | list[str] | None = None, task: str = "panoptic",
-                threshold: float = 0.3, boxes: list | None = None, points: list | None = None) -> Prediction:
+                threshold: float | None = None, boxes: list | None = None, points: list | None = None) -> Prediction:
         """Segment one RGB image (any size; gray / RGBA accepted). Box / click prompts, when given, each return one
         segment (query_type "prompted"; a box's mask is kept within the box plus a 10% margin) and the task's own
-        post-processing is skipped."""
+        post-processing is skipped. `threshold=None` uses the model's calibrated `cfg.score_threshold`."""
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+        threshold = self.cfg.score_threshold if threshold is None else threshold
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         texts = [FOREGROUND_PROMPT] if task == "foreground" else parse_prompts(prompts, task)

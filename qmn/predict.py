@@ -301,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=TASKS, default="panoptic")
     parser.add_argument("--stuff", default="", help="comma-separated prompts that are stuff (isthing 0 in panoptic.json)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--threshold", type=float, default=0.3, help="minimum segment score")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="minimum segment score (default: the checkpoint's calibrated score_threshold)")
     parser.add_argument("--shard", default="0/1", help="i/n: process the images whose sorted index %% n == i")
     parser.add_argument("--resume", action="store_true", help="skip images whose per-image record already exists")
     parser.add_argument("--merge", action="store_true", help="only merge existing per-image records (no model run)")
