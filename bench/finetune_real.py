@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -26,7 +26,8 @@ from qmn.data.sample import Sample  # noqa: E402
 
 
 def restrict_to_top_classes(src: Path, out: Path, k: int) -> tuple[Path, list[str]]:
-    """A COCO folder with the same images (symlinked) and only the k most frequent classes' annotations."""
+    """A COCO folder with the same images (copied: the loader refuses symlinks that leave a folder) and only the k
+    most frequent classes' annotations."""
     dataset = load_dataset(src, task="instance")
     counts = Counter(a.text for s in dataset for a in s.annotations)
     keep = [name for name, _ in counts.most_common(k)]
@@ -36,7 +37,7 @@ def restrict_to_top_classes(src: Path, out: Path, k: int) -> tuple[Path, list[st
         link = out / "images" / sample.image_id
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink((dataset.root / "images" / sample.image_id).resolve(), link)
+            shutil.copy2(dataset.root / "images" / sample.image_id, link)
         samples.append(Sample(sample.image, [a for a in sample.annotations if a.text in keep], "instance", sample.image_id))
     write_coco_instances(samples, out / "annotations.json", categories=keep)
     assert load_dataset(out, task="instance").image_ids == dataset.image_ids, "image order changed: split would differ"
