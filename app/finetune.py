@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from train.log import read_jsonl
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,21 +35,6 @@ def checkpoint_record(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
-
-
-def read_log(path: Path) -> list[dict]:
-    """Records of a JSONL log; a half-written last line (the trainer is still writing) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
 
 
 def find_checkpoint(out_dir: Path) -> Optional[Path]:
@@ -98,7 +85,7 @@ class FineTuneJob:
 
     def status(self) -> dict:
         """Progress in [0, 1] (time over the budget: the trainer stops at it), phase, loss curve [(step, loss)], first/last eval metrics, checkpoint."""
-        records = read_log(self.out_dir / "log.jsonl")
+        records = read_jsonl(self.out_dir / "log.jsonl")
         losses = [(int(r.get("step", i)), float(r["loss"])) for i, r in enumerate(records) if isinstance(r.get("loss"), (int, float))]
         evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict)]
         elapsed = time.time() - self.started

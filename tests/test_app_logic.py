@@ -17,7 +17,8 @@ from pycocotools.coco import COCO
 from app import tools
 from app.annotations import ImageAnnotations, Region, from_json, to_json
 from app.export import export_folder, write_training_set
-from app.finetune import FineTuneJob, find_checkpoint, read_log
+from app.finetune import FineTuneJob, find_checkpoint
+from train.log import read_jsonl
 from app.session import SessionState, parse_prompts
 from app.workspace import Workspace, sanitize_filename
 from qmn.data.mask_codec import decode_rle, encode_rle
@@ -209,7 +210,7 @@ def test_finetune_job_reads_log_and_finds_checkpoint(tmp_path: Path):
     job.out_dir.mkdir(parents=True)
     (job.out_dir / "log.jsonl").write_text(
         '{"step": 1, "loss": 2.0}\n{"step": 2, "eval": {"score": 0.4}}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
-    assert [r["step"] for r in read_log(job.out_dir / "log.jsonl")] == [1, 2, 2]
+    assert [r["step"] for r in read_jsonl(job.out_dir / "log.jsonl")] == [1, 2, 2]
     st = job.status()
     assert st["losses"] == [(1, 2.0), (2, 1.5)] and st["metrics_after"] == {"score": 0.4}
     (job.out_dir / "before_after.json").write_text('{"before": {"score": 0.1}, "after": {"score": 0.5}}')

@@ -17,14 +17,17 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
+    """Records of a JSONL log; a torn last line (a kill, or the trainer still writing) is skipped."""
+    if not path.is_file():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a torn last line after a kill
+            continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
