@@ -12,16 +12,16 @@ import numpy as np
 
 from app.annotations import ImageAnnotations, Region
 from app.workspace import Workspace
+from qmn.model import parse_prompts as qmn_parse_prompts
 
 MAX_HISTORY = 30
 
 
 def parse_prompts(text: str | list[str] | None) -> list[str]:
-    """'person, dog , ,sky' -> ['person', 'dog', 'sky']; one phrase per line is also accepted."""
-    if text is None:
-        return []
-    items = text if isinstance(text, list) else str(text).replace("\n", ",").split(",")
-    return [p.strip() for p in items if p and p.strip()]
+    """'person, dog , ,sky' -> ['person', 'dog', 'sky']; one phrase per line is also accepted (qmn's own parser)."""
+    if isinstance(text, str):
+        text = text.replace("\n", ",")
+    return qmn_parse_prompts(text, task="")
 
 
 @dataclass
