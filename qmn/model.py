@@ -21,33 +21,16 @@ from qmn.encoder import MultiScaleEncoder
 from qmn.heads import ClassHead, MaskHead
 from qmn.inference import RawOutput, postprocess, prompted
 from qmn.losses import SetCriterion
+from qmn.prompts import parse_prompts
 from qmn.queries import ConditionalQueries, LearnableQueries, PromptedQueries, Prompts, QuerySet
 from qmn.structures import Prediction
 from qmn.text import TextEncoder, build_text_encoder
-
-MAX_PROMPT_CHARS = 1000  # a longer prompt is cut (the text encoder reads 256 tokens at most anyway)
-MAX_PROMPTS = 256
 
 
 @functools.lru_cache(maxsize=4)
 def shared_text_encoder(spec: str) -> TextEncoder:
     """Frozen text encoders are shared by every model in the process (loading MiniLM takes seconds)."""
     return build_text_encoder(spec, trainable=False)
-
-
-def parse_prompts(prompts: str | list[str] | None, task: str) -> list[str]:
-    """A comma-separated string or a list -> cleaned, de-duplicated prompts (phrases keep their commas in a list)."""
-    if prompts is None:
-        items: list[str] = []
-    elif isinstance(prompts, str):
-        items = [prompts] if task == "referring" and "," not in prompts else prompts.split(",")
-    else:
-        items = [str(p) for p in prompts]
-    cleaned = [" ".join(p.split())[:MAX_PROMPT_CHARS] for p in items]
-    cleaned = list(dict.fromkeys(p for p in cleaned if p))
-    if len(cleaned) > MAX_PROMPTS:
-        raise ValueError(f"too many prompts ({len(cleaned)}); at most {MAX_PROMPTS}")
-    return cleaned
 
 
 class QueryMeldNet(nn.Module):

@@ -89,10 +89,11 @@ def shard_of(items: Sequence, index: int, count: int) -> list:
 
 
 def prompts_from_cli(text: str, task: str) -> list[str]:
-    """--prompts -> list: class names separated by commas; referring phrases by ';' (a phrase may hold commas)."""
-    from qmn.model import parse_prompts
+    """--prompts -> list by the one prompt rule (qmn/prompts.py): class names separated by commas; referring
+    phrases by ';' or new lines (a phrase may hold commas)."""
+    from qmn.prompts import parse_prompts
 
-    return parse_prompts(text.split(";") if task == "referring" else text, task)
+    return parse_prompts(text, task)
 
 
 # ------------------------------------------------------------------------------------------------ outputs
