@@ -18,9 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.handlers import Studio  # noqa: E402
-from app.model_host import ModelHost  # noqa: E402
-from app.ui import start_in_background  # noqa: E402
+from bench.app_server import serve_app  # noqa: E402
 
 
 def test_image(path: Path, size: int = 512) -> Path:
@@ -48,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     with tempfile.TemporaryDirectory() as tmp:
-        host = ModelHost(args.checkpoint, args.device)
-        demo, url = start_in_background(Studio(host, Path(tmp) / "ws", make_examples=False))
-        try:
+        with serve_app(Path(tmp) / "ws", args.checkpoint, args.device) as (url, _):
             image = handle_file(str(test_image(Path(tmp) / "bench.png")))
             client = Client(url, verbose=False)
             call = lambda: client.predict(image, args.prompts, "panoptic", 0.3, "", "", api_name="/segment")  # noqa: E731
@@ -60,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 call()
                 times.append(time.perf_counter() - t0)
-        finally:
-            demo.close()
     print(json.dumps({
-        "bench": "app_latency", "image_px": 512, "repeats": args.repeats, "device": host.device,
-        "model": "untrained tiny" if host.untrained else str(host.checkpoint),
+        "bench": "app_latency", "image_px": 512, "repeats": args.repeats, "device": args.device,
+        "model": args.checkpoint or "launch.py default",
         "median_s": round(statistics.median(times), 4), "p90_s": round(percentile(times, 90), 4),
         "min_s": round(min(times), 4),
     }))

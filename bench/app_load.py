@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import threading
@@ -20,18 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.handlers import Studio  # noqa: E402
-from app.model_host import ModelHost  # noqa: E402
-from app.ui import start_in_background  # noqa: E402
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process (the server runs in it), MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from bench.app_server import serve_app  # noqa: E402
+from bench.predict_memory import rss_mb  # noqa: E402
 
 
 def session_image(path: Path, index: int, size: int) -> Path:
@@ -71,18 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     errors: list[str] = []
     crossings: list = []
-    peak = [rss_mb()]
     stop = threading.Event()
 
-    def sample_rss() -> None:
-        while not stop.wait(0.2):
-            peak[0] = max(peak[0], rss_mb())
+    with tempfile.TemporaryDirectory() as tmp, \
+            serve_app(Path(tmp) / "ws", args.checkpoint, args.device, args.model_concurrency) as (url, server):
+        rss_start = rss_mb(server.pid) or 0.0  # None where /proc is missing
+        peak = [rss_start]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        host = ModelHost(args.checkpoint, args.device)
-        demo, url = start_in_background(Studio(host, Path(tmp) / "ws", make_examples=False),
-                                        model_concurrency=args.model_concurrency)
-        rss_start = rss_mb()
+        def sample_rss() -> None:
+            while not stop.wait(0.2):
+                peak[0] = max(peak[0], rss_mb(server.pid) or 0.0)
+
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
         images = [session_image(Path(tmp) / f"s{i}.png", i, args.size) for i in range(args.sessions)]
@@ -94,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             wall = time.perf_counter() - t0
             stop.set()
-            demo.close()
     print(json.dumps({
         "bench": "app_load", "sessions": args.sessions, "requests_per_session": args.requests,
         "ok": len(times), "errors": len(errors), "error_samples": errors[:3], "state_crossings": len(crossings),
@@ -102,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_s": round(float(np.median(times)), 3) if times else None,
         "p90_s": round(float(np.percentile(times, 90)), 3) if times else None,
         "rss_start_mb": round(rss_start, 1), "rss_peak_mb": round(peak[0], 1),
-        "model": "untrained tiny" if host.untrained else str(host.checkpoint), "device": host.device,
+        "model": args.checkpoint or "launch.py default", "device": args.device,
     }))
     return 0 if not errors and not crossings else 1
 

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmn import load_model  # noqa: E402
+from qmn import Predictor, load_model  # noqa: E402
 from qmn.checkpoint import read_meta, sidecar_path  # noqa: E402
 from qmn.data.folder import load_dataset  # noqa: E402
 from qmn.evaluate import evaluate_model  # noqa: E402
@@ -29,11 +29,11 @@ def main() -> None:
     p.add_argument("--max-images", type=int, default=40)
     p.add_argument("--write", action="store_true", help="store the best threshold as the checkpoint's score_threshold")
     args = p.parse_args()
-    model = load_model(args.checkpoint)
+    predictor = Predictor(load_model(args.checkpoint))
     dataset = load_dataset(args.data, task="panoptic")
     scores = {}
     for t in args.grid:
-        scores[t] = evaluate_model(model, dataset, "panoptic", max_images=args.max_images, threshold=t, progress=False)["metrics"]["PQ"]
+        scores[t] = evaluate_model(predictor, dataset, "panoptic", max_images=args.max_images, threshold=t, progress=False)["metrics"]["PQ"]
         print(json.dumps({"threshold": t, "PQ": scores[t]}), flush=True)
     best = max(scores, key=lambda t: (scores[t] or 0.0))
     print(json.dumps({"best_threshold": best, "PQ": scores[best], "tuning_set": str(args.data)}))

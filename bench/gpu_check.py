@@ -6,7 +6,7 @@ Checks (each recorded with its result or its error, so one failure does not hide
   train_tiny / train_base   bf16 autocast training steps (loss finite, img/s, peak memory); base at its preset size,
                             and at 384 px if that fails (swin_base_patch4_window12_384 is built for 384 px input)
   train_tiny_channels_last  the same with the backbone and images in channels-last
-  predict_tiny / _base      `model.predict` latency on a 512 px image (median over repeats, after warm-up)
+  predict_tiny / _base      `Predictor.predict` latency on a 512 px image (median over repeats, after warm-up)
   ddp                       >= 2 GPUs: `torchrun --nproc_per_node 2 -m train` (nccl, DataLoader workers) on generated
                             scenes; 1 GPU: a 1-process nccl group, DDP-wrapped training steps and an all_reduce
 Exit status 0 when every check passed (or there is no GPU), 1 otherwise.
@@ -58,14 +58,15 @@ def train_check(preset: str, steps: int, batch_size: int, image_size: int | None
 def predict_check(preset: str, image_size: int | None, repeats: int) -> dict:
     from qmn.config import get_preset
     from qmn.model import QueryMeldNet
+    from qmn.predictor import Predictor
 
     cfg = get_preset(preset, **({"image_size": image_size} if image_size else {}))
-    model = QueryMeldNet(cfg).to("cuda").eval()
+    predictor = Predictor(QueryMeldNet(cfg).to("cuda").eval())
     image = np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)
     seconds = []
     for i in range(repeats + 2):  # two warm-up calls (cuDNN autotune, allocator)
         started = time.perf_counter()
-        pred = model.predict(image, "circle, square, sky, grass", "panoptic", threshold=0.0)  # returns numpy: synced
+        pred = predictor.predict(image, "circle, square, sky, grass", "panoptic", threshold=0.0)  # returns numpy: synced
         if i >= 2:
             seconds.append(time.perf_counter() - started)
     return {"preset": preset, "image_size": cfg.image_size, "input": "512x512", "segments": len(pred.segments),

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qmn import QueryMeldNet, get_preset, load_model  # noqa: E402
+from qmn import Predictor, QueryMeldNet, get_preset, load_model  # noqa: E402
 from qmn.data.synth import generate_sample  # noqa: E402
 
 PROMPTS = {"referring": ["the red circle", "the striped square", "the small blue star", "the sky", "the leftmost triangle"]}
@@ -43,15 +43,16 @@ def main() -> None:
         model, source = load_model(args.checkpoint, args.device), args.checkpoint
     else:
         model, source = QueryMeldNet(get_preset("tiny")).to(args.device).eval(), "untrained tiny"
+    predictor = Predictor(model)
     image = generate_sample(np.random.default_rng(0), args.size, "panoptic").image
     for task in TASKS:
         prompts = PROMPTS.get(task, CLASSES)
         for _ in range(2):  # warm-up: allocator, prompt-embedding cache
-            model.predict(image, prompts, task)
+            predictor.predict(image, prompts, task)
         times = []
         for _ in range(args.repeats):
             t = time.perf_counter()
-            pred = model.predict(image, prompts, task)
+            pred = predictor.predict(image, prompts, task)
             times.append(time.perf_counter() - t)
         times.sort()
         print(json.dumps({"task": task, "median_s": round(statistics.median(times), 4),

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmn import load_model  # noqa: E402
+from qmn import Predictor, load_model  # noqa: E402
 from qmn.checkpoint import read_meta, sidecar_path  # noqa: E402
 from qmn.data.folder import load_dataset  # noqa: E402
 from qmn.evaluate import evaluate_model  # noqa: E402
@@ -35,19 +35,19 @@ def main() -> None:
     p.add_argument("--max-images", type=int, default=100)
     p.add_argument("--write", action="store_true", help="store the metrics in the checkpoint's JSON record")
     args = p.parse_args()
-    model = load_model(args.checkpoint)
+    predictor = Predictor(load_model(args.checkpoint))
     card: dict = {"synthetic_validation": {}, "real_heldout": {}}
     for folder, task in SYNTHETIC:
         if not (args.val / folder).is_dir():
             continue
-        r = evaluate_model(model, load_dataset(args.val / folder, task=task), task, max_images=args.max_images, progress=False)
+        r = evaluate_model(predictor, load_dataset(args.val / folder, task=task), task, max_images=args.max_images, progress=False)
         card["synthetic_validation"][task] = {"images": r["num_images"], **r["metrics"]}
         print(json.dumps({"set": f"synthetic/{task}", **card["synthetic_validation"][task]}), flush=True)
     data = resolve_data(args.spec)
     for entry, part in zip(data.spec.datasets, data.heldout):
         if len(part) == 0:
             continue
-        r = evaluate_model(model, part, part.task, max_images=args.max_images, progress=False)
+        r = evaluate_model(predictor, part, part.task, max_images=args.max_images, progress=False)
         card["real_heldout"][entry.name] = {"task": part.task, "images": r["num_images"], **r["metrics"]}
         print(json.dumps({"set": entry.name, **card["real_heldout"][entry.name]}), flush=True)
     card["command"] = "python bench/model_card.py " + " ".join(sys.argv[1:])

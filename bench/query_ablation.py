@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qmn import load_model  # noqa: E402
+from qmn import Predictor, load_model  # noqa: E402
 from qmn.config import QUERY_MODES  # noqa: E402
 from qmn.data.folder import load_dataset  # noqa: E402
 from qmn.evaluate import evaluate_model  # noqa: E402
@@ -40,13 +40,13 @@ def train(mode: str, spec: Path, args: argparse.Namespace) -> Path:
     return out / "last.safetensors"
 
 
-def query_type_shares(model, dataset, max_images: int) -> dict:
+def query_type_shares(predictor: Predictor, dataset, max_images: int) -> dict:
     """Which query type produced the panoptic segment that matches each ground-truth region (IoU > 0.5, same label)."""
     things = set(dataset.thing_classes or [])
     found: dict[str, Counter] = {"things": Counter(), "stuff": Counter()}
     for i in range(min(max_images, len(dataset))):
         sample = dataset[i]
-        pred = model.predict(sample.image, dataset.vocabulary, "panoptic")
+        pred = predictor.predict(sample.image, dataset.vocabulary, "panoptic")
         for ann in sample.annotations:
             group = "things" if ann.text in things else "stuff"
             best, best_type = 0.5, "missed"
@@ -66,22 +66,22 @@ def query_type_shares(model, dataset, max_images: int) -> dict:
 
 
 def evaluate(checkpoint: Path, val: Path, max_images: int) -> dict:
-    model = load_model(checkpoint)
+    predictor = Predictor(load_model(checkpoint))
     panoptic = load_dataset(val / "panoptic", task="panoptic")
     things = list(panoptic.thing_classes)
     stuff = [c for c in panoptic.vocabulary if c not in things]
-    pq = evaluate_model(model, panoptic, "panoptic", max_images=max_images, progress=False)["metrics"]
-    ap = evaluate_model(model, load_dataset(val / "panoptic", task="instance"), "instance", max_images=max_images,
+    pq = evaluate_model(predictor, panoptic, "panoptic", max_images=max_images, progress=False)["metrics"]
+    ap = evaluate_model(predictor, load_dataset(val / "panoptic", task="instance"), "instance", max_images=max_images,
                         prompts=things, progress=False)["metrics"]
-    sem = evaluate_model(model, load_dataset(val / "panoptic", task="semantic"), "semantic", max_images=max_images,
+    sem = evaluate_model(predictor, load_dataset(val / "panoptic", task="semantic"), "semantic", max_images=max_images,
                          progress=False)
     per_class = sem["details"]["per_class_iou"]
     stuff_ious = [per_class[c] for c in stuff if per_class.get(c) is not None]
-    ref = evaluate_model(model, load_dataset(val / "referring", task="referring"), "referring", max_images=max_images,
+    ref = evaluate_model(predictor, load_dataset(val / "referring", task="referring"), "referring", max_images=max_images,
                          progress=False)["metrics"]
     return {"thing_mask_AP": ap["mask_AP"], "PQ": pq["PQ"], "PQ_things": pq["PQ_things"], "PQ_stuff": pq["PQ_stuff"],
             "stuff_mIoU": float(np.mean(stuff_ious)) if stuff_ious else None, "mIoU": sem["metrics"]["mIoU"],
-            "referring_cIoU": ref["cIoU"], "query_types": query_type_shares(model, panoptic, max_images)}
+            "referring_cIoU": ref["cIoU"], "query_types": query_type_shares(predictor, panoptic, max_images)}
 
 
 def pct(v) -> str:

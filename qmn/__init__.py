@@ -8,7 +8,7 @@ import importlib
 
 _EXPORTS = {
     "QMNConfig": "qmn.config", "get_preset": "qmn.config", "PRESETS": "qmn.config",
-    "QueryMeldNet": "qmn.model", "load_model": "qmn.model",
+    "QueryMeldNet": "qmn.model", "load_model": "qmn.model", "Predictor": "qmn.predictor",
     "Prediction": "qmn.structures", "Segment": "qmn.structures",
 }
 __all__ = list(_EXPORTS)

@@ -32,7 +32,6 @@ class Backbone(nn.Module):
         if pretrained and pretrained != "hub":
             self.load_weights_file(pretrained)
         self.channels: list[int] = list(self.body.feature_info.channels())
-        self.strides: list[int] = list(self.body.feature_info.reduction())
         # timm's swin / some ViT-style models return NHWC feature maps
         self.channels_last_output = getattr(self.body, "output_fmt", "NCHW") == "NHWC"
 
@@ -53,5 +52,3 @@ class Backbone(nn.Module):
         if self.channels_last_output:
             feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]  # NHWC -> NCHW
         return feats
-
-

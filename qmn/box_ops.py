@@ -39,20 +39,3 @@ def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     enclosing = wh[..., 0] * wh[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=1e-7)
 
-
-def masks_to_boxes(masks: Tensor) -> Tensor:
-    """xyxy boxes (N, 4) in pixels of boolean masks (N, H, W); empty masks give zeros."""
-    n, h, w = masks.shape
-    if n == 0:
-        return masks.new_zeros((0, 4), dtype=torch.float32)
-    ys = torch.arange(h, device=masks.device, dtype=torch.float32)
-    xs = torch.arange(w, device=masks.device, dtype=torch.float32)
-    m = masks.bool()
-    any_x, any_y = m.any(1), m.any(2)  # (N, W), (N, H)
-    big = torch.tensor(1e9, device=masks.device)
-    x0 = torch.where(any_x, xs, big).min(1).values
-    x1 = torch.where(any_x, xs, -big).max(1).values + 1
-    y0 = torch.where(any_y, ys, big).min(1).values
-    y1 = torch.where(any_y, ys, -big).max(1).values + 1
-    boxes = torch.stack([x0, y0, x1, y1], 1)
-    return torch.where(m.flatten(1).any(1, keepdim=True), boxes, torch.zeros_like(boxes))

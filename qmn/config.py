@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 QUERY_MODES = ("meld", "learnable", "conditional")
+# removed fields still present in older checkpoints' JSON: text_dim (read from the text encoder), num_feature_levels
+# (the encoder has exactly 4 levels: strides 8/16/32/64)
+RETIRED_FIELDS = frozenset({"text_dim", "num_feature_levels"})
 
 
 @dataclass
@@ -23,7 +26,6 @@ class QMNConfig:
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # text side
     text_encoder: str = "minilm"  # "minilm" (bundled, offline) | "open_clip:<model>:<pretrained tag or file>"
-    text_dim: int = 384
     train_text_encoder: bool = False
     # transformer
     hidden_dim: int = 128
@@ -32,14 +34,13 @@ class QMNConfig:
     dropout: float = 0.0
     enc_layers: int = 2
     dec_layers: int = 3
-    num_feature_levels: int = 4  # strides 8/16/32 + one extra downsampled level (64)
     enc_points: int = 4  # deformable sampling points per head and level
     dec_points: int = 4
     mask_dim: int = 128
-    # queries
+    # queries: `query_mode` decides the groups; a single-group mode folds the other group's count into its own
     query_mode: str = "meld"
-    num_learnable: int = 20
-    num_conditional: int = 60
+    num_learnable: int = 20  # "learnable" mode: all num_queries; "conditional" mode: 0
+    num_conditional: int = 60  # "conditional" mode: all num_queries; "learnable" mode: 0
     # prompted (box / click) queries and denoising, as Mask DINO's denoising groups
     num_prompted_train: int = 8  # ground-truth objects given as box/click prompts per image in training
     # loss (Mask DINO)
@@ -60,6 +61,17 @@ class QMNConfig:
     def __post_init__(self) -> None:
         if self.query_mode not in QUERY_MODES:
             raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {self.query_mode!r}")
+        # query_mode is the one source of the group sizes: the total is kept, the groups follow the mode
+        total = self.num_queries
+        if total <= 0:
+            raise ValueError(f"num_learnable + num_conditional must be > 0, got {total}")
+        if self.query_mode == "learnable":
+            self.num_learnable, self.num_conditional = total, 0
+        elif self.query_mode == "conditional":
+            self.num_learnable, self.num_conditional = 0, total
+        elif self.num_learnable <= 0 or self.num_conditional <= 0:
+            raise ValueError(f"query_mode 'meld' needs both groups, got {self.num_learnable} learnable + "
+                             f"{self.num_conditional} conditional queries (use with_query_mode('meld') to split)")
         self.backbone_out_indices = tuple(self.backbone_out_indices)
         self.pixel_mean = tuple(self.pixel_mean)
         self.pixel_std = tuple(self.pixel_std)
@@ -70,20 +82,18 @@ class QMNConfig:
 
     def with_query_mode(self, mode: str) -> "QMNConfig":
         """Same total query count, split for the ablation (paper Table 2)."""
-        total = self.num_queries
-        split = {"meld": (self.num_learnable, self.num_conditional), "learnable": (total, 0), "conditional": (0, total)}
-        if mode not in split:
-            raise ValueError(f"query_mode must be one of {QUERY_MODES}, got {mode!r}")
-        if mode == "meld" and (self.num_learnable == 0 or self.num_conditional == 0):
-            split["meld"] = (total // 4, total - total // 4)
-        nl, nc = split[mode]
-        return dataclasses.replace(self, query_mode=mode, num_learnable=nl, num_conditional=nc)
+        if mode == "meld" and self.query_mode != "meld":  # from one group: the paper's 1 : 3 split
+            total = self.num_queries
+            return dataclasses.replace(self, query_mode=mode, num_learnable=total // 4, num_conditional=total - total // 4)
+        return dataclasses.replace(self, query_mode=mode)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "QMNConfig":
+        """Fields of older checkpoints that no longer mean anything (RETIRED_FIELDS) are dropped; others are errors."""
+        d = {k: v for k, v in d.items() if k not in RETIRED_FIELDS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

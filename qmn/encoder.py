@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from qmn.deformable_attention import MSDeformAttn
 from qmn.layers import sine_position_2d
 
+NUM_LEVELS = 4  # memory levels: backbone strides 8/16/32 + one extra stride-64 level
+
 
 @dataclass
 class EncoderOutput:
@@ -55,15 +57,13 @@ def _reference_points(shapes: list[tuple[int, int]], levels: int, device: torch.
 
 
 class MultiScaleEncoder(nn.Module):
-    def __init__(self, in_channels: list[int], dim: int, ffn_dim: int, layers: int, levels: int, heads: int,
+    def __init__(self, in_channels: list[int], dim: int, ffn_dim: int, layers: int, heads: int,
                  points: int, mask_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         # in_channels: backbone channels at strides 4, 8, 16, 32
         if len(in_channels) != 4:
             raise ValueError("the encoder expects 4 backbone maps (strides 4/8/16/32)")
-        if levels != 4:
-            raise ValueError("num_feature_levels must be 4 (strides 8/16/32 + one extra level)")
-        self.levels = levels
+        levels = self.levels = NUM_LEVELS
         self.input_proj = nn.ModuleList(
             [nn.Sequential(nn.Conv2d(c, dim, 1), nn.GroupNorm(32 if dim % 32 == 0 else 8, dim)) for c in in_channels[1:]]
             + [nn.Sequential(nn.Conv2d(in_channels[-1], dim, 3, stride=2, padding=1), nn.GroupNorm(32 if dim % 32 == 0 else 8, dim))]

@@ -14,7 +14,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -22,7 +22,11 @@ from tqdm import tqdm
 from qmn.data.coco import load_json
 from qmn.data.sample import TASKS, Sample, mask_to_box
 from qmn.metrics import CocoAP, ConfusionMatrix, MaskIoU, PanopticQuality, SegmentInfo
+from qmn.prompts import parse_prompts
 from qmn.structures import Prediction
+
+if TYPE_CHECKING:
+    from qmn.predictor import Predictor
 
 PRIMARY_METRIC = {
     "panoptic": "PQ",
@@ -257,7 +261,7 @@ def default_threshold(task: str) -> Optional[float]:
 
 
 def evaluate_model(
-    model,
+    predictor: "Predictor",
     dataset: Sequence[Sample],
     task: str,
     max_images: Optional[int] = None,
@@ -265,7 +269,7 @@ def evaluate_model(
     threshold: Optional[float] = None,
     progress: bool = True,
 ) -> dict:
-    """Run `model.predict` on the first `max_images` samples of `dataset` and score them for `task`.
+    """Run `predictor.predict` (a `qmn.predictor.Predictor`, or anything with its `predict`) on the first `max_images` samples of `dataset` and score them for `task`.
 
     Prompts: `prompts` if given, else the dataset's vocabulary; for referring, each image's own phrases.
     Returns `TaskEvaluator.result()` plus "notes", "skipped_images" and "seconds".
@@ -279,7 +283,7 @@ def evaluate_model(
         if task == "referring" and not image_prompts:  # nothing referred to in this image: nothing to score
             prediction = Prediction(task, [], [], image_size=sample.image.shape[:2])
         else:
-            prediction = model.predict(sample.image, [] if task == "foreground" else image_prompts, task,
+            prediction = predictor.predict(sample.image, [] if task == "foreground" else image_prompts, task,
                                        threshold=default_threshold(task) if threshold is None else threshold)
         evaluator.add(sample, prediction)
     return _finish(evaluator, notes, skipped, started)
@@ -472,15 +476,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from qmn.io_utils import atomic_write_json
 
         dataset = load_dataset(args.data, task=args.task)
-        prompts = [p.strip() for p in args.prompts.split(",") if p.strip()] or None
+        prompts = parse_prompts(args.prompts, args.task) or None
         if args.checkpoint is not None:
-            import torch
+            from qmn import Predictor, load_model
 
-            from qmn import load_model
-
-            device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-            model = load_model(args.checkpoint, device=device)
-            result = evaluate_model(model, dataset, args.task, args.max_images, prompts, threshold=args.threshold)
+            predictor = Predictor(load_model(args.checkpoint, device=args.device))
+            result = evaluate_model(predictor, dataset, args.task, args.max_images, prompts, threshold=args.threshold)
             result["checkpoint"] = str(args.checkpoint)
         else:
             result = evaluate_predictions(

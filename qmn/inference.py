@@ -108,12 +108,14 @@ def panoptic(raw: RawOutput, prompts: list[str], threshold: float, overlap: floa
     return segments, panoptic_map
 
 
-def semantic(raw: RawOutput, prompts: list[str]) -> tuple[list[Segment], np.ndarray]:
-    """Per prompt: sum over queries of class probability * mask probability; each pixel takes the best prompt."""
+def semantic(raw: RawOutput, prompts: list[str], threshold: float) -> tuple[list[Segment], np.ndarray]:
+    """Per prompt: sum over queries of class probability * mask probability; each pixel takes the best prompt, or -1
+    (no class) where even the best prompt's score is below `threshold` (threshold 0 labels every pixel)."""
     masks = raw.mask_logits.sigmoid()  # (Q, h, w)
     per_class = torch.einsum("qt,qhw->thw", raw.probs, masks)
     full = _upsample(raw, per_class)  # (T, H, W); bilinear on class scores
-    semantic_map = full.argmax(0).cpu().numpy().astype(np.int32)
+    best, semantic_map = full.max(0)
+    semantic_map = torch.where(best.clamp(max=1.0) < threshold, -1, semantic_map).cpu().numpy().astype(np.int32)
     segments = []
     for t, label in enumerate(prompts):
         m = semantic_map == t
@@ -175,7 +177,7 @@ def postprocess(raw: RawOutput, task: str, prompts: list[str], threshold: float)
     if task == "panoptic":
         pred.segments, pred.panoptic = panoptic(raw, prompts, threshold)
     elif task == "semantic":
-        pred.segments, pred.semantic = semantic(raw, prompts)
+        pred.segments, pred.semantic = semantic(raw, prompts, threshold)
     elif task == "instance":
         pred.segments = instances(raw, prompts, threshold)
     elif task == "detection":

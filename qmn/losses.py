@@ -1,5 +1,5 @@
 """Set criterion (DETR / Mask DINO): focal class loss, L1 + GIoU box loss, dice + BCE mask loss on uncertainty-sampled
-points; deep supervision on every decoder layer ("aux_i") and on the encoder proposals ("interm"). Box-only annotations
+points; deep supervision on every decoder layer ("_i") and on the encoder proposals ("interm"). Box-only annotations
 skip the mask terms. Prompted queries are assigned to their own object, without matching."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from qmn.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from qmn.config import QMNConfig
 from qmn.matcher import HungarianMatcher
+from qmn.outputs import LayerOutputs, QueryMeldOutput
 from qmn.point_sampling import point_sample, uncertain_point_coords
 
 
@@ -28,14 +29,27 @@ def dice_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return 1 - (2 * (p * targets).sum(-1) + 1) / (p.sum(-1) + targets.sum(-1) + 1)
 
 
+LOSS_NAMES = ("loss_class", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
+
+
+def loss_suffixes(dec_layers: int) -> list[str]:
+    """Every family of loss terms, as DETR names them: "" (last decoder layer), "_0".."_{L-2}" (earlier layers),
+    "_interm" (encoder proposals), "_prompt" and "_prompt_0".. (prompted queries, per layer)."""
+    aux = [f"_{i}" for i in range(dec_layers - 1)]
+    return ["", *aux, "_interm", "_prompt", *(f"_prompt{a}" for a in aux)]
+
+
 class SetCriterion(nn.Module):
     def __init__(self, cfg: QMNConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.matcher = HungarianMatcher(cfg.class_weight, cfg.mask_bce_weight, cfg.dice_weight, cfg.box_l1_weight,
                                         cfg.giou_weight, cfg.num_mask_points, cfg.focal_alpha, cfg.focal_gamma)
-        self.weight_dict = {"loss_class": cfg.class_weight, "loss_bbox": cfg.box_l1_weight, "loss_giou": cfg.giou_weight,
-                            "loss_mask": cfg.mask_bce_weight, "loss_dice": cfg.dice_weight}
+        base = dict(zip(LOSS_NAMES, (cfg.class_weight, cfg.box_l1_weight, cfg.giou_weight, cfg.mask_bce_weight,
+                                     cfg.dice_weight)))
+        # every term the criterion can return -> its weight in "loss" (a term missing here is a bug, not a zero)
+        self.weight_dict: dict[str, float] = {name + suffix: w for suffix in loss_suffixes(cfg.dec_layers)
+                                              for name, w in base.items()}
 
     # --- the three loss families, given (batch, query) -> target pairs ---------------------------------------------
     def loss_class(self, logits: Tensor, indices: list[tuple[Tensor, Tensor]], targets: list[dict], num: float) -> Tensor:
@@ -77,39 +91,33 @@ class SetCriterion(nn.Module):
         return losses
 
     # --- the whole criterion ------------------------------------------------------------------------------------
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, Tensor]:
-        """outputs: per-layer lists "logits"/"boxes"/"masks" over matched queries, "interm" proposals, and
-        "prompted" per-layer outputs with "prompt_targets" (B, P) target indices (-1 = padding)."""
+    def forward(self, outputs: QueryMeldOutput, targets: list[dict],
+                prompt_targets: Tensor | None = None) -> dict[str, Tensor]:
+        """One Hungarian matching per layer over all matched queries (learnable and conditional as one set); prompted
+        queries take their target from `prompt_targets` (B, P) (-1 = padding). Returns every term and "loss"."""
         num = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            n = torch.tensor([num], device=outputs["logits"][-1].device)
+            n = torch.tensor([num], device=outputs.layers[-1].logits.device)
             torch.distributed.all_reduce(n)
             num = max(n.item() / torch.distributed.get_world_size(), 1.0)
         losses: dict[str, Tensor] = {}
-        layers = len(outputs["logits"])
-        for i in range(layers):
-            suffix = "" if i == layers - 1 else f"_aux{i}"
-            logits, boxes, masks = outputs["logits"][i], outputs["boxes"][i], outputs["masks"][i]
-            if logits.shape[1]:
-                indices = self.matcher(logits, boxes, masks, targets)
-                for k, v in self.layer_losses(logits, boxes, masks, indices, targets, num).items():
-                    losses[k + suffix] = v
-        interm = outputs.get("interm")
-        if interm is not None:
-            indices = self.matcher(interm["pred_logits"], interm["pred_boxes"], None, targets)
-            for k, v in self.layer_losses(interm["pred_logits"], interm["pred_boxes"], None, indices, targets, num).items():
-                losses[k + "_interm"] = v
-        prompted = outputs.get("prompted")
-        if prompted is not None:
-            assign = outputs["prompt_targets"]  # (B, P)
-            indices = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in assign.cpu()]
+        last = len(outputs.layers) - 1
+        for i, layer in enumerate(outputs.layers):
+            losses.update(self.matched_losses(layer.select(outputs.matched), targets, num, "" if i == last else f"_{i}"))
+        if outputs.interm is not None:
+            losses.update(self.matched_losses(outputs.interm, targets, num, "_interm"))
+        if outputs.num_prompted and prompt_targets is not None:
+            indices = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in prompt_targets.cpu()]
             num_prompted = max(float(sum(len(q) for q, _ in indices)), 1.0)
-            for i in range(len(prompted["logits"])):
-                suffix = "_prompt" if i == len(prompted["logits"]) - 1 else f"_prompt_aux{i}"
-                layer = self.layer_losses(prompted["logits"][i], prompted["boxes"][i], prompted["masks"][i], indices,
-                                          targets, num_prompted)
-                for k, v in layer.items():
-                    losses[k + suffix] = v
-        weighted = [v * self.weight_dict[k.split("_aux")[0].split("_interm")[0].split("_prompt")[0]] for k, v in losses.items()]
-        losses["loss"] = torch.stack(weighted).sum()
+            for i, layer in enumerate(outputs.layers):
+                p = layer.select(outputs.prompted)
+                suffix = "_prompt" if i == last else f"_prompt_{i}"
+                terms = self.layer_losses(p.logits, p.boxes, p.masks, indices, targets, num_prompted)
+                losses.update({k + suffix: v for k, v in terms.items()})
+        losses["loss"] = torch.stack([v * self.weight_dict[k] for k, v in losses.items()]).sum()
         return losses
+
+    def matched_losses(self, out: LayerOutputs, targets: list[dict], num: float, suffix: str) -> dict[str, Tensor]:
+        indices = self.matcher(out.logits, out.boxes, out.masks, targets)
+        terms = self.layer_losses(out.logits, out.boxes, out.masks, indices, targets, num)
+        return {k + suffix: v for k, v in terms.items()}

@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -42,6 +42,9 @@ from qmn.data.masks import write_mask_pngs
 from qmn.data.sample import TASKS
 from qmn.io_utils import atomic_write_json, safe_join
 from qmn.structures import Prediction, Segment
+
+if TYPE_CHECKING:
+    from qmn.predictor import Predictor
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "qmn_tiny.safetensors"
 RECORD_DIR = "per_image"
@@ -166,8 +169,9 @@ def _prediction_from_record(record: dict) -> Prediction:
 class Labeler:
     """Runs the model on one image and writes all of that image's outputs, the record last."""
 
-    def __init__(self, model, prompts: list[str], task: str, out: Path, threshold: float, refine: bool) -> None:
-        self.model, self.prompts, self.task, self.out = model, prompts, task, out
+    def __init__(self, predictor: "Predictor", prompts: list[str], task: str, out: Path, threshold: Optional[float],
+                 refine: bool) -> None:
+        self.predictor, self.prompts, self.task, self.out = predictor, prompts, task, out
         self.threshold = threshold
         self.refine = _matting_functions() if refine else None
 
@@ -179,7 +183,7 @@ class Labeler:
             record = {"file_name": key, "error": str(error)}
             atomic_write_json(_record_path(self.out, key), record)
             return record
-        prediction = self.model.predict(image, self.prompts, self.task, threshold=self.threshold)
+        prediction = self.predictor.predict(image, self.prompts, self.task, threshold=self.threshold)
         stem = Path(key).with_suffix("").as_posix()
         for folder in ("masks", "alpha", "cutouts"):  # a rerun without --resume must not leave older segments behind
             shutil.rmtree(safe_join(self.out, f"{folder}/{stem}"), ignore_errors=True)
@@ -312,16 +316,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return name
-
-
 def run(args: argparse.Namespace) -> dict:
     """Label this shard's images, then merge if every image of every shard is done; returns a status dict."""
     prompts = ["foreground"] if args.task == "foreground" else prompts_from_cli(args.prompts, args.task)
@@ -337,10 +331,10 @@ def run(args: argparse.Namespace) -> dict:
         if args.resume:
             todo = [(k, p) for k, p in todo if not _record_path(args.out, k).is_file()]
         if todo:
-            from qmn import load_model
+            from qmn import Predictor, load_model
 
-            model = load_model(args.checkpoint, device=_resolve_device(args.device))
-            labeler = Labeler(model, prompts, args.task, args.out, args.threshold, args.refine)
+            predictor = Predictor(load_model(args.checkpoint, device=args.device))
+            labeler = Labeler(predictor, prompts, args.task, args.out, args.threshold, args.refine)
             unreadable = 0
             progress = tqdm(todo, desc=f"predict {args.task} shard {shard_index}/{shard_count}", unit="img")
             for key, path in progress:

@@ -16,18 +16,20 @@ from torchvision.ops import roi_align
 from qmn.box_ops import box_cxcywh_to_xyxy
 from qmn.heads import BoxHead, ClassHead
 from qmn.layers import inverse_sigmoid
+from qmn.outputs import LayerOutputs
 
 QUERY_TYPES = ("learnable", "conditional", "prompted")
 
 
 @dataclass
 class QuerySet:
-    content: Tensor  # (B, Q, C)
-    reference: Tensor  # (B, Q, 4) cxcywh in [0, 1]; learnable anchors keep their gradient, proposals are detached
+    """The decoder's input queries in the layout [learnable (N) | conditional (K) | prompted (P)]."""
+
+    content: Tensor  # (B, N + K + P, C)
+    reference: Tensor  # (B, N + K + P, 4) cxcywh in [0, 1]; learnable anchors keep their gradient, proposals are detached
     num_learnable: int
     num_conditional: int
     num_prompted: int
-    prompted_valid: Tensor | None = None  # (B, P) bool, padding of the per-image prompt lists
 
 
 @dataclass
@@ -39,6 +41,9 @@ class Prompts:
     from_box: Tensor  # (B, P) bool: True = a box prompt, False = a click that made its own small box
     points: Tensor  # (B, P, M, 2) xy in [0, 1]: clicks attached to each prompt
     point_labels: Tensor  # (B, P, M) long: 1 positive, 0 negative, -1 padding
+
+    def to(self, device: torch.device | str) -> "Prompts":
+        return Prompts(*(getattr(self, f).to(device, non_blocking=True) for f in Prompts.__dataclass_fields__))
 
 
 def encoder_anchors(shapes: list[tuple[int, int]], device: torch.device) -> Tensor:
@@ -64,7 +69,8 @@ class ConditionalQueries(nn.Module):
         self.class_head = ClassHead(dim)
         self.box_head = BoxHead(dim)
 
-    def forward(self, memory: Tensor, shapes: list[tuple[int, int]], text: Tensor, k: int) -> tuple[Tensor, Tensor, dict]:
+    def forward(self, memory: Tensor, shapes: list[tuple[int, int]], text: Tensor,
+                k: int) -> tuple[Tensor, Tensor, LayerOutputs]:
         """memory (B, S, C), text (B, T, C) -> content (B, K, C), reference (B, K, 4), proposals for the interm loss."""
         tokens = self.enc_norm(self.enc_output(memory))
         logits = self.class_head(tokens, text)  # (B, S, T)
@@ -73,8 +79,8 @@ class ConditionalQueries(nn.Module):
         k = min(k, memory.shape[1])
         top = logits.max(-1).values.topk(k, dim=1).indices  # (B, K)
         gather = lambda x: torch.gather(x, 1, top[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
-        proposals = {"pred_logits": gather(logits), "pred_boxes": gather(boxes)}
-        return gather(tokens).detach(), proposals["pred_boxes"].detach(), proposals
+        proposals = LayerOutputs(gather(logits), gather(boxes), None)
+        return gather(tokens).detach(), proposals.boxes.detach(), proposals
 
 
 class LearnableQueries(nn.Module):

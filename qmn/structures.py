@@ -1,4 +1,4 @@
-"""What `QueryMeldNet.predict` returns: plain numpy, no torch, so the app and writers stay simple."""
+"""What `Predictor.predict` returns: plain numpy, no torch, so the app and writers stay simple."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,6 +27,6 @@ class Prediction:
     task: str
     prompts: list[str]
     segments: list[Segment] = field(default_factory=list)
-    semantic: Optional[np.ndarray] = None  # (H, W) int32 index into `prompts`, -1 = no class
+    semantic: Optional[np.ndarray] = None  # (H, W) int32 index into `prompts`; -1 = no class scores >= threshold
     panoptic: Optional[np.ndarray] = None  # (H, W) int32 segment id, 0 = void
     image_size: tuple[int, int] = (0, 0)  # (H, W)

@@ -5,6 +5,7 @@ reachable (a hub tag with a network or cache, or a local checkpoint file).
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import torch
@@ -101,3 +102,10 @@ def build_text_encoder(spec: str, trainable: bool = False) -> TextEncoder:
         parts = spec.split(":", 2)
         return OpenCLIPTextEncoder(parts[1], parts[2] if len(parts) > 2 else "", trainable=trainable)
     raise ValueError(f"unknown text encoder {spec!r}; use 'minilm' or 'open_clip:<model>[:<tag or file>]'")
+
+
+@functools.lru_cache(maxsize=4)
+def shared_text_encoder(spec: str) -> TextEncoder:
+    """The process's one frozen encoder per spec (loading MiniLM takes seconds). Models hold it by reference, never as a
+    submodule: it stays on its own device (CPU) in eval mode, and `.to()` on one model does not move it for the others."""
+    return build_text_encoder(spec, trainable=False).eval()

@@ -152,9 +152,11 @@ def via_upload(data: bytes, tmp_path: Path, request) -> np.ndarray:
 
 
 def via_predict(arguments: tuple, tmp_path: Path, request):
-    """QueryMeldNet.predict(image, prompts, task) on the micro model."""
+    """Predictor.predict(image, prompts, task) on the micro model."""
+    from qmn import Predictor
+
     image, prompts, task = arguments
-    return request.getfixturevalue("micro_model").predict(image, prompts, task, threshold=0.0)
+    return Predictor(request.getfixturevalue("micro_model")).predict(image, prompts, task, threshold=0.0)
 
 
 def via_load_dataset(folder: LabeledFolder, tmp_path: Path, request) -> list:

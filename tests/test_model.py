@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from qmn import QMNConfig, QueryMeldNet, get_preset, load_model
+from qmn import Predictor, QMNConfig, QueryMeldNet, get_preset, load_model
 from qmn.batching import collate
 from qmn.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from qmn.checkpoint import CheckpointError
@@ -61,7 +61,7 @@ def test_every_task_is_well_formed_on_odd_inputs(micro_model, shape):
     h, w = shape[:2]
     for task in TASKS:
         prompts = ["the red circle on the left", "a square"] if task == "referring" else "circle, sky, grass"
-        pred = micro_model.predict(image, prompts, task, threshold=0.0)
+        pred = Predictor(micro_model).predict(image, prompts, task, threshold=0.0)
         assert pred.image_size == (h, w) and pred.task == task
         if task == "referring":
             assert [s.label for s in pred.segments] == ["the red circle on the left", "a square"]
@@ -88,21 +88,21 @@ def test_every_task_is_well_formed_on_odd_inputs(micro_model, shape):
 def test_predict_rejects_bad_input_clearly(micro_model):
     img = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(ValueError, match="no prompt"):
-        micro_model.predict(img, "  ,  ", "instance")
+        Predictor(micro_model).predict(img, "  ,  ", "instance")
     with pytest.raises(ValueError, match="unknown task"):
-        micro_model.predict(img, "cat", "stuff")
+        Predictor(micro_model).predict(img, "cat", "stuff")
     with pytest.raises(ValueError, match="expected an image"):
-        micro_model.predict(np.zeros((0, 5, 3), np.uint8), "cat", "instance")
+        Predictor(micro_model).predict(np.zeros((0, 5, 3), np.uint8), "cat", "instance")
     with pytest.raises(ValueError, match="invalid box"):
-        micro_model.predict(img, "cat", "instance", boxes=[[10, 10, 5, 5]])
+        Predictor(micro_model).predict(img, "cat", "instance", boxes=[[10, 10, 5, 5]])
     long_prompt = "word " * 2000  # 10,000 characters: cut, not a crash
-    pred = micro_model.predict(img, [long_prompt, "ünïcødé 猫"], "referring")
+    pred = Predictor(micro_model).predict(img, [long_prompt, "ünïcødé 猫"], "referring")
     assert len(pred.segments) == 2 and len(pred.segments[0].label) <= 1000
 
 
 def test_box_and_click_prompts_give_one_prompted_segment_each(micro_model):
     img = np.random.default_rng(1).integers(0, 255, (150, 220, 3), dtype=np.uint8)
-    pred = micro_model.predict(img, None, "instance", boxes=[[10, 10, 80, 90], [100, 20, 200, 140]],
+    pred = Predictor(micro_model).predict(img, None, "instance", boxes=[[10, 10, 80, 90], [100, 20, 200, 140]],
                                points=[(40, 40, True), (150, 5, True), (5, 145, False)])
     # two boxes (the first refined by the click inside it) + one click outside every box
     assert len(pred.segments) == 3
@@ -110,7 +110,7 @@ def test_box_and_click_prompts_give_one_prompted_segment_each(micro_model):
     outside = np.ones((150, 220), bool)
     outside[2:98, 3:87] = False  # box [10, 10, 80, 90] grown by 10% of its width (7) and height (8)
     assert not (pred.segments[0].mask & outside).any()
-    labelled = micro_model.predict(img, "cat, dog", "instance", boxes=[[10, 10, 80, 90]])
+    labelled = Predictor(micro_model).predict(img, "cat, dog", "instance", boxes=[[10, 10, 80, 90]])
     assert labelled.segments[0].label in ("cat", "dog")
 
 
@@ -180,9 +180,10 @@ def test_prompted_queries_do_not_leak_into_matched_queries(micro_cfg):
     with torch.no_grad():
         with_prompts = model(batch.images, batch.texts, batch.prompts)
         without = model(batch.images, batch.texts, None)
-    assert batch.prompts is not None and with_prompts["prompted"]["masks"][-1].shape[1] == 3
+    assert batch.prompts is not None and with_prompts.layers[-1].select(with_prompts.prompted).masks.shape[1] == 3
+    matched = with_prompts.layers[-1].select(with_prompts.matched)
     for key in ("logits", "boxes", "masks"):
-        assert torch.allclose(with_prompts[key][-1], without[key][-1], atol=1e-5), key
+        assert torch.allclose(getattr(matched, key), getattr(without.layers[-1], key), atol=1e-5), key
 
 
 # ---------------------------------------------------------------------------------------------- learning
@@ -202,7 +203,7 @@ def test_tiny_model_overfits_things_and_stuff(micro_cfg):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     for s in samples:
-        pred = model.predict(s.image, ["circle", "square", "sky", "grass"], "panoptic", threshold=0.3)
+        pred = Predictor(model).predict(s.image, ["circle", "square", "sky", "grass"], "panoptic", threshold=0.3)
         for ann in s.annotations:
             ious = [(ann.mask & seg.mask).sum() / (ann.mask | seg.mask).sum() for seg in pred.segments if seg.label == ann.text]
             assert ious and max(ious) >= 0.9, (ann.text, ious)
@@ -215,8 +216,8 @@ def test_save_load_round_trip_is_identical(micro_model, tmp_path):
     loaded = load_model(path)
     assert loaded.cfg == micro_model.cfg and loaded.record == {"note": "test"}
     img = np.random.default_rng(3).integers(0, 255, (97, 141, 3), dtype=np.uint8)
-    a = micro_model.predict(img, "circle, sky", "semantic")
-    b = loaded.predict(img, "circle, sky", "semantic")
+    a = Predictor(micro_model).predict(img, "circle, sky", "semantic")
+    b = Predictor(loaded).predict(img, "circle, sky", "semantic")
     assert np.array_equal(a.semantic, b.semantic)
     assert [s.score for s in a.segments] == [s.score for s in b.segments]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,14 @@ from qmn.model import QueryMeldNet
 from train.data import TrainingData, make_loader
 from train.distributed import DistInfo, barrier, broadcast_flag, broadcast_value
 from train.log import append_jsonl, plot_run, truncate_after
-from train.optim import lr_factor, param_groups, set_lr
+from train.optim import build_optimizer, lr_factor, set_lr
 from train.state import load_train_state, save_train_state
+
+
+def portable_path(path: str | Path) -> str:
+    """A data path for the checkpoint's record: relative to the working directory, never this machine's absolute path."""
+    return Path(os.path.relpath(Path(path).resolve(), Path.cwd())).as_posix()
+
 
 @dataclass
 class TrainOptions:
@@ -58,12 +65,13 @@ class LossModule(nn.Module):
 def evaluate_heldout(model: QueryMeldNet, data: TrainingData, max_images: int) -> dict:
     """Metrics of each non-empty held-out part, flattened to "<dataset>/<metric>" plus "score" (mean primary metric)."""
     from qmn.evaluate import evaluate_model
+    from qmn.predictor import Predictor
 
     flat, primaries = {}, []
     for entry, part in zip(data.spec.datasets, data.heldout):
         if len(part) == 0:
             continue
-        result = evaluate_model(model, part, part.task, max_images=max_images, progress=False)
+        result = evaluate_model(Predictor(model), part, part.task, max_images=max_images, progress=False)
         metrics = result["metrics"]
         for k, v in metrics.items():
             if isinstance(v, (int, float)):
@@ -83,7 +91,7 @@ class Trainer:
         if opts.freeze_backbone:
             model.backbone.requires_grad_(False)
         model.to(device)
-        self.optimizer = torch.optim.AdamW(param_groups(model, opts.lr, opts.weight_decay, opts.backbone_lr_mult), lr=opts.lr)
+        self.optimizer = build_optimizer(model, opts.lr, opts.weight_decay, opts.backbone_lr_mult)
         module = LossModule(model)
         if dist.enabled:
             module = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
@@ -103,7 +111,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         meta = self._meta()
-        save_train_state(self.out / "train_state.safetensors", self.model.trainable_state_dict(), self.optimizer, meta)
+        save_train_state(self.out / "train_state.safetensors", self.model.state_dict(), self.optimizer, meta)
         self.model.save(self.out / "last.safetensors", record=self.record(eval_metrics))
 
     def record(self, eval_metrics: dict | None = None) -> dict:
@@ -114,7 +122,7 @@ class Trainer:
             "wall_time_s": round(self.elapsed_before + time.time() - self.started, 1),
             "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, "
                        f"{'cuda ' + torch.cuda.get_device_name(self.device) if self.device.type == 'cuda' else 'cpu'}".strip(),
-            "data": [{"name": d.name, "path": str(d.path), "task": t.task, "ratio": d.ratio, "train_images": len(t),
+            "data": [{"name": d.name, "path": portable_path(d.path), "task": t.task, "ratio": d.ratio, "train_images": len(t),
                       "heldout_images": len(h)} for d, t, h in zip(self.data.spec.datasets, self.data.train, self.data.heldout)],
             "vocabulary": sorted({w for t in self.data.train for w in t.vocabulary}),
         })
@@ -185,7 +193,7 @@ class Trainer:
                 rec = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                        "img_per_s": round(window_images / max(now - window_start, 1e-9), 2),
                        "elapsed_s": round(self.elapsed_before + now - self.started, 1)}
-                rec.update({k: round(v.item(), 5) for k, v in losses.items() if "_aux" not in k and "_prompt_" not in k})
+                rec.update({k: round(v.item(), 5) for k, v in losses.items() if not k[-1].isdigit()})  # no per-layer aux terms
                 append_jsonl(self.out / "log.jsonl", rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=rec["img_per_s"])
                 window_start, window_images = now, 0
