@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from app.handlers import Studio
+from app.studio import Studio
 from app.model_host import DEFAULT_CHECKPOINT, ModelHost
 from app.ui import build_app, launch_kwargs
 

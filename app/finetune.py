@@ -1,7 +1,10 @@
-"""Background fine-tuning: run `python -m train` as a subprocess and read its `log.jsonl`.
+"""Background fine-tuning: run `python -m train` as a subprocess and read what it writes.
 
 A subprocess (not a thread) keeps the UI responsive, survives a page reload, and can be cancelled by
-terminating it. The trainer is the same one used from the shell.
+terminating it. The trainer is the same one used from the shell. Its outputs tell the phase: no loss line yet
+= preparing (loading, scoring the current model on the held-out images), loss lines = training, the "event"
+line that ends training = evaluating the new model; `before_after.json` holds both held-out scores, and the
+new model is offered only when it scores at least as well as the current one.
 """
 from __future__ import annotations
 
@@ -13,18 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from app.training_set import HOLDOUT
 from train.log import read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-EVAL_EVERY = 50  # steps between held-out evaluations (the "after" metrics)
+EVAL_EVERY = 50  # steps between held-out evaluations (keeps the best checkpoint)
+LOG_EVERY = 1  # one loss point per step: a short run still draws a curve
+PHASE_NOTES = {
+    "preparing": "loading the model and scoring the current one on the held-out images",
+    "training": "training on your done images",
+    "evaluating": "scoring the new model on the held-out images",
+}
 
 
 def finetune_command(data_dir: Path, init_ckpt: Path, minutes: float, out_dir: Path) -> list[str]:
     return [
         sys.executable, "-m", "train", "--data", str(data_dir), "--init", str(init_ckpt),
         "--max-minutes", f"{minutes:g}", "--out", str(out_dir), "--eval-every", str(EVAL_EVERY),
+        "--log-every", str(LOG_EVERY), "--holdout", str(HOLDOUT),
     ]
 
 
@@ -45,13 +54,23 @@ def find_checkpoint(out_dir: Path) -> Optional[Path]:
     return None
 
 
+def verdict(before: Optional[dict], candidate: Optional[dict]) -> tuple[bool, str]:
+    """(may switch, why): the new model must score at least the current one's held-out "score"."""
+    b, a = (m.get("score") if isinstance(m, dict) else None for m in (before, candidate))
+    if not isinstance(b, (int, float)) or not isinstance(a, (int, float)):
+        return False, "No held-out score for both models: cannot tell whether the new one is better; not offered."
+    if a < b:
+        return False, (f"The new model scores {a:.3f} on the held-out images, below the current {b:.3f}: "
+                       "keeping the current model (label more images, or train longer).")
+    return True, f"The new model scores {a:.3f} on the held-out images (current {b:.3f}): you can switch to it."
+
+
 @dataclass
 class FineTuneJob:
     """One background fine-tune run: `run_dir/data` (training set), `run_dir/out` (trainer output)."""
 
     run_dir: Path
     minutes: float
-    metrics_before: Optional[dict] = None  # the init checkpoint's recorded eval, if any
     process: Optional[subprocess.Popen] = None
     started: float = field(default_factory=time.time)
     cancelled: bool = False
@@ -62,7 +81,6 @@ class FineTuneJob:
 
     def start(self, data_dir: Path, init_ckpt: Path) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_before = checkpoint_record(init_ckpt).get("eval") or None
         log = open(self.run_dir / "stdout.log", "wb")
         self.process = subprocess.Popen(
             finetune_command(data_dir, init_ckpt, self.minutes, self.out_dir),
@@ -83,44 +101,62 @@ class FineTuneJob:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _phase(self, records: list[dict], has_losses: bool) -> str:
+        code = None if self.process is None else self.process.poll()
+        if self.cancelled:
+            return "cancelled"
+        if code is not None:
+            return "finished" if code == 0 else f"failed (exit code {code})"
+        if any("event" in r for r in records):
+            return "evaluating"
+        return "training" if has_losses else "preparing"
+
+    def _progress(self, phase: str, records: list[dict]) -> float:
+        """Preparing 0-5%, training 5-90% by the time budget, evaluating 90%, finished 100%."""
+        if phase == "finished":
+            return 1.0
+        if phase == "evaluating":
+            return 0.9
+        elapsed = max((float(r.get("elapsed_s", 0.0)) for r in records if "loss" in r), default=0.0)
+        return round(0.05 + 0.85 * min(1.0, elapsed / max(self.minutes * 60.0, 1.0)), 3) if elapsed else 0.02
+
     def status(self) -> dict:
-        """Progress in [0, 1] (time over the budget: the trainer stops at it), phase, loss curve [(step, loss)], first/last eval metrics, checkpoint."""
+        """Phase (+ note), progress in [0, 1], loss curve [(step, loss)], held-out metrics before / after,
+        whether switching is allowed and why, checkpoint."""
         records = read_jsonl(self.out_dir / "log.jsonl")
         losses = [(int(r.get("step", i)), float(r["loss"])) for i, r in enumerate(records) if isinstance(r.get("loss"), (int, float))]
         evals = [r["eval"] for r in records if isinstance(r.get("eval"), dict)]
-        elapsed = time.time() - self.started
-        progress = min(1.0, elapsed / max(self.minutes * 60.0, 1.0))
-        code = None if self.process is None else self.process.poll()
-        if self.cancelled:
-            phase = "cancelled"
-        elif code is None:
-            phase = "running"
-        else:
-            phase = "finished" if code == 0 else f"failed (exit code {code})"
+        phase = self._phase(records, bool(losses))
         checkpoint = find_checkpoint(self.out_dir) if phase == "finished" else None
+        before, after = self._before_after(evals)
+        may_switch, why = verdict(before, checkpoint_record(checkpoint).get("heldout_metrics") or after) \
+            if checkpoint else (False, "")
         tail = ""
         if phase.startswith("failed"):
             out = (self.run_dir / "stdout.log").read_text(errors="replace").strip().splitlines()
             tail = out[-1] if out else ""
         return {
             "phase": phase,
-            "progress": 1.0 if phase == "finished" else round(progress, 3),
-            "elapsed_s": round(elapsed, 1),
+            "note": PHASE_NOTES.get(phase, ""),
+            "progress": self._progress(phase, records),
+            "elapsed_s": round(time.time() - self.started, 1),
             "losses": losses,
-            **self._before_after(evals),
+            "metrics_before": before,
+            "metrics_after": after,
+            "may_switch": may_switch,
+            "verdict": why,
             "checkpoint": str(checkpoint) if checkpoint else None,
             "run_dir": str(self.run_dir),
             "error": tail,
         }
 
-    def _before_after(self, evals: list[dict]) -> dict:
-        """The trainer's own `before_after.json` (held-out eval before and after) once written, else
-        the init checkpoint's recorded eval and the latest eval in the log."""
+    def _before_after(self, evals: list[dict]) -> tuple[Optional[dict], Optional[dict]]:
+        """The trainer's `before_after.json` (both held-out evaluations) once written, else (None, latest eval)."""
         try:
             report = json.loads((self.out_dir / "before_after.json").read_text())
-            return {"metrics_before": report["before"], "metrics_after": report["after"]}
+            return report["before"], report["after"]
         except (OSError, ValueError, KeyError, TypeError):
-            return {"metrics_before": self.metrics_before, "metrics_after": evals[-1] if evals else None}
+            return None, evals[-1] if evals else None
 
 
 class FineTuneRegistry:

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Optional
 
-from qmn.model import resolve_device
+from qmn.device import resolve_device
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "qmn_tiny.safetensors"
 
@@ -54,7 +54,10 @@ class ModelHost:
     def predict(self, image, prompts, task, threshold, boxes=None, points=None):
         with self._lock:
             model = self.model
-        return model.predict(image, prompts, task, threshold=threshold, boxes=boxes or None, points=points or None)
+        from qmn.predictor import Predictor
+
+        return Predictor(model).predict(image, prompts, task, threshold=threshold, boxes=boxes or None,
+                                        points=points or None)
 
     def load(self, path: str | Path) -> None:
         """Swap in `path`; the current checkpoint goes on the roll-back stack. ValueError if unloadable."""
@@ -75,6 +78,11 @@ class ModelHost:
         with self._lock:
             self.model, self.checkpoint = model, previous
             self.note = "" if previous else "UNTRAINED tiny model (rolled back)"
+
+    @property
+    def threshold(self) -> float:
+        """The current model's calibrated score threshold: what the slider shows after a load, swap or roll back."""
+        return float(getattr(getattr(self.model, "cfg", None), "score_threshold", 0.3))
 
     def info(self) -> dict:
         """Facts for the model tab: checkpoint, device, preset fields, parameter and query counts, record."""

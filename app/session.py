@@ -1,6 +1,7 @@
 """Per-browser-session state (held in gr.State): opened folder, current image, selection, undo/redo.
 
 Edits go through `SessionState.edit()` so that every change is undoable and autosaved in one place.
+The helpers raise ValueError with a sentence for the user; app.actions turns it into a reply.
 """
 from __future__ import annotations
 
@@ -10,18 +11,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from app.annotations import ImageAnnotations, Region
+from app.annotations import ImageAnnotations, Region, Snapshot
 from app.workspace import Workspace
-from qmn.model import parse_prompts as qmn_parse_prompts
 
 MAX_HISTORY = 30
-
-
-def parse_prompts(text: str | list[str] | None) -> list[str]:
-    """'person, dog , ,sky' -> ['person', 'dog', 'sky']; one phrase per line is also accepted (qmn's own parser)."""
-    if isinstance(text, str):
-        text = text.replace("\n", ",")
-    return qmn_parse_prompts(text, task="")
 
 
 @dataclass
@@ -34,8 +27,8 @@ class SessionState:
     ann: Optional[ImageAnnotations] = None
     selected: Optional[int] = None  # region id
     box_corner: Optional[tuple[int, int]] = None  # first click of a two-click box
-    undo_stack: list[list[Region]] = field(default_factory=list)
-    redo_stack: list[list[Region]] = field(default_factory=list)
+    undo_stack: list[Snapshot] = field(default_factory=list)
+    redo_stack: list[Snapshot] = field(default_factory=list)
     review_queue: list[str] = field(default_factory=list)  # image names, most uncertain first
 
     @property
@@ -57,23 +50,27 @@ class SessionState:
         return region
 
     def open_image(self, workspace: Workspace, name: str) -> None:
-        """Make `name` current; its saved annotation (if any) comes back, history starts empty."""
+        """Make `name` current; its saved annotation (if any) comes back, review resumes at its best proposal."""
         image = workspace.read_image(name)
         self.folder, self.image_name, self.image = str(workspace.folder), name, image
         self.ann = workspace.load(name, image.shape[:2])
-        self.selected, self.box_corner = None, None
+        self.selected, self.box_corner = self.ann.next_proposal(), None
+        self.undo_stack, self.redo_stack = [], []
+
+    def close_image(self) -> None:
+        self.image = self.ann = self.image_name = self.selected = self.box_corner = None
         self.undo_stack, self.redo_stack = [], []
 
     @contextmanager
-    def edit(self, state: str = "corrected") -> Iterator[ImageAnnotations]:
-        """Snapshot for undo, let the caller change `ann`, then mark `state` and autosave."""
+    def edit(self) -> Iterator[ImageAnnotations]:
+        """Snapshot for undo, let the caller change `ann`, then autosave. A changed image is no longer the
+        exported version, so its `exported` mark is cleared."""
         _, ann = self.require_image()
         before = ann.snapshot()
         yield ann
         self.undo_stack = (self.undo_stack + [before])[-MAX_HISTORY:]
         self.redo_stack = []
-        ann.state = state
-        self.workspace.save(ann)
+        self._saved()
 
     def undo(self) -> bool:
         return self._swap(self.undo_stack, self.redo_stack)
@@ -81,13 +78,17 @@ class SessionState:
     def redo(self) -> bool:
         return self._swap(self.redo_stack, self.undo_stack)
 
-    def _swap(self, source: list, target: list) -> bool:
+    def _swap(self, source: list[Snapshot], target: list[Snapshot]) -> bool:
         if not source or self.ann is None:
             return False
         target.append(self.ann.snapshot())
-        self.ann.regions = source.pop()
-        self.ann.state = "corrected"
+        self.ann.restore(source.pop())
         if self.ann.region(self.selected) is None:
             self.selected = None
-        self.workspace.save(self.ann)
+        self._saved()
         return True
+
+    def _saved(self) -> None:
+        assert self.ann is not None
+        self.ann.exported = False
+        self.workspace.save(self.ann)

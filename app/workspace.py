@@ -1,25 +1,26 @@
 """One opened folder of images and its autosaved annotations under `<folder>/.qmn/`.
 
-Every image has a state (new / predicted / corrected / exported) derived from its saved JSON, so the
-image list survives restarts; every save is atomic (qmn.io_utils) so a crash never loses work.
+Every image has a review state (new / proposed / in review / done, see app.annotations) read from its saved
+JSON, so the image list survives restarts; every save is atomic (qmn.io_utils) so a crash never loses work.
 """
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
 
-from app.annotations import ImageAnnotations, from_json, to_json
+from app.annotations import ImageAnnotations, from_json, state_from_json, to_json
 from qmn.data.image_io import ImageError, read_image
 from qmn.io_utils import atomic_write_bytes, atomic_write_json, safe_join
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 40_000_000  # refuse bigger images: one mask of this size is 40 MB and predict would crawl
 STATE_DIR = ".qmn"
+MAX_LISTED_FOLDERS = 20
 
 
 def sanitize_filename(name: str) -> str:
@@ -103,23 +104,34 @@ class Workspace:
         """Atomic autosave of one image's annotation."""
         atomic_write_json(self.annotation_path(ann.image), to_json(ann))
 
-    def state_of(self, name: str) -> str:
+    def state_of(self, name: str) -> tuple[str, bool]:
+        """(review state, exported) of `name`; an unreadable file counts as "new" (the image list must not break)."""
         path = self.annotation_path(name)
         if not path.is_file():
-            return "new"
+            return "new", False
         try:
-            return str(json.loads(path.read_text()).get("state", "predicted"))
-        except (OSError, ValueError):
-            return "new"
+            d = json.loads(path.read_text())
+            return state_from_json(d, str(path)), bool(d.get("exported", d.get("state") == "exported"))
+        except (OSError, ValueError, AttributeError):
+            return "new", False
 
-    def states(self) -> list[tuple[str, str]]:
-        """[(image name, state)] for the image list."""
-        return [(n, self.state_of(n)) for n in self.list_images()]
+    def states(self) -> list[tuple[str, str, bool]]:
+        """[(image name, review state, exported)] for the image list."""
+        return [(n, *self.state_of(n)) for n in self.list_images()]
 
-    def annotated(self, states: Iterable[str] = ("predicted", "corrected", "exported")) -> list[ImageAnnotations]:
-        """Saved annotations whose state is in `states`, in image-list order."""
-        wanted = set(states)
-        return [self.load(n) for n, s in self.states() if s in wanted]
+    def annotated(self) -> list[ImageAnnotations]:
+        """Saved annotations of every image that has one, in image-list order."""
+        return [self.load(n) for n in self.list_images() if self.annotation_path(n).is_file()]
+
+    def subfolders_with_images(self) -> list[str]:
+        """Sub-folders (one level, not hidden) holding at least one image: what to suggest when this one has none."""
+        found = []
+        for p in sorted(self.folder.iterdir()):
+            if p.is_dir() and not p.name.startswith(".") and Workspace(p).list_images():
+                found.append(p.name)
+                if len(found) == MAX_LISTED_FOLDERS:
+                    break
+        return found
 
     # ontology (saved prompt list carried from image to image) -----------------------------------
     def load_ontology(self) -> str:

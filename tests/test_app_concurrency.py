@@ -15,7 +15,7 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 
-from app.handlers import Studio
+from app.studio import Studio
 from app.model_host import ModelHost
 from app.ui import start_in_background
 

@@ -16,12 +16,14 @@ from pycocotools.coco import COCO
 
 from app import tools
 from app.annotations import ImageAnnotations, Region, from_json, to_json
-from app.export import export_folder, write_training_set
+from app.export import export_folder
 from app.finetune import FineTuneJob, find_checkpoint
+from app.training_set import MIN_DONE_IMAGES, write_training_set
 from train.log import read_jsonl
-from app.session import SessionState, parse_prompts
+from app.session import SessionState
 from app.workspace import Workspace, sanitize_filename
 from qmn.data.mask_codec import decode_rle, encode_rle
+from qmn.prompts import parse_prompts
 
 
 def disk(h: int, w: int, cx: int, cy: int, r: int) -> np.ndarray:
@@ -50,10 +52,10 @@ def test_rle_and_json_round_trip_keep_masks_and_alpha():
     mask[15, 20] = False  # a hole
     assert np.array_equal(decode_rle(encode_rle(mask)), mask)
     alpha = mask.astype(np.float32) * 0.5
-    ann = ImageAnnotations("x.png", 30, 40, "instance", ["cat"], [Region(3, "cat", mask, 0.7, "conditional", alpha=alpha)], "predicted")
+    ann = ImageAnnotations("x.png", 30, 40, "instance", ["cat"], [Region(3, "cat", mask, 0.7, "conditional", alpha=alpha)])
     back = from_json(json.loads(json.dumps(to_json(ann))))
     r = back.regions[0]
-    assert (r.id, r.label, r.query_type, back.state, back.prompts) == (3, "cat", "conditional", "predicted", ["cat"])
+    assert (r.id, r.label, r.query_type, back.state, back.prompts) == (3, "cat", "conditional", "proposed", ["cat"])
     assert np.array_equal(r.mask, mask)
     assert np.abs(r.alpha - alpha).max() <= 1 / 255
 
@@ -78,19 +80,21 @@ def test_sanitize_and_upload_refuses_corrupt(folder: Path):
         ws.read_image("broken.png")
 
 
-def test_states_follow_predict_correct_export(folder: Path, tmp_path: Path):
+def test_states_follow_predict_review_done_export(folder: Path, tmp_path: Path):
     s = opened(folder)
     ws = s.workspace
-    assert dict(ws.states())["a.png"] == "new"
-    with s.edit(state="predicted") as ann:
-        ann.regions.append(Region(1, "blob", disk(48, 64, 20, 20, 10), 0.9, "conditional"))
-    assert dict(ws.states())["a.png"] == "predicted"
+    assert dict((n, st) for n, st, _ in ws.states())["a.png"] == "new"
     with s.edit() as ann:
-        ann.regions[0].accepted = True
-    assert dict(ws.states())["a.png"] == "corrected"
+        ann.regions.append(Region(1, "blob", disk(48, 64, 20, 20, 10), 0.9, "conditional"))
+    assert ws.state_of("a.png") == ("proposed", False)
+    with s.edit() as ann:
+        ann.regions[0].review = "accepted"
+    assert ws.state_of("a.png") == ("in review", False)
+    with s.edit() as ann:
+        ann.done = True
     export_folder(ws, out_root=tmp_path / "out")
-    assert dict(ws.states())["a.png"] == "exported"
-    assert dict(ws.states())["b.jpg"] == "new"
+    assert ws.state_of("a.png") == ("done", True)
+    assert ws.state_of("b.jpg") == ("new", False)  # not written, so not marked exported
 
 
 def test_undo_redo_restores_and_autosaves(folder: Path):
@@ -160,7 +164,8 @@ def test_export_zip_is_valid_coco(folder: Path, tmp_path: Path):
     s = opened(folder)
     ring = disk(48, 64, 30, 24, 15) & ~disk(48, 64, 30, 24, 6)  # a hole polygons cannot keep
     with s.edit() as ann:
-        ann.regions += [Region(1, "ring", ring, 0.8, "learnable"), Region(2, "dot", disk(48, 64, 8, 8, 4), 0.6, "prompted")]
+        ann.regions += [Region(1, "ring", ring, 0.8, "learnable", review="accepted"),
+                        Region(2, "dot", disk(48, 64, 8, 8, 4), 0.6, "prompted", review="edited")]
     s.ann.regions[1].alpha = s.ann.regions[1].mask.astype(np.float32) * 0.5
     s.workspace.save(s.ann)
     result = export_folder(s.workspace, out_root=tmp_path / "out")
@@ -192,17 +197,23 @@ def test_export_nothing_is_a_clear_error(folder: Path):
         export_folder(Workspace(folder), formats=["bogus"])
 
 
-def test_training_set_uses_only_reviewed_images(folder: Path, tmp_path: Path):
-    s = opened(folder)
-    with s.edit(state="predicted") as ann:
-        ann.regions.append(Region(1, "a", disk(48, 64, 10, 10, 5)))
-    with pytest.raises(ValueError, match="no corrected images"):
-        write_training_set(s.workspace, tmp_path / "d")
-    with s.edit() as ann:
-        ann.regions[0].accepted = True
-    out = write_training_set(s.workspace, tmp_path / "d")
-    assert (out / "images" / "a.png").is_file()
-    assert len(COCO(str(out / "annotations.json")).anns) == 1
+def test_training_set_uses_only_done_images(tmp_path: Path):
+    names = [f"im{i}.png" for i in range(MIN_DONE_IMAGES + 1)]
+    for name in names:
+        cv2.imwrite(str(tmp_path / name), np.full((48, 64, 3), 90, np.uint8))
+    sessions = [opened(tmp_path, n) for n in names]
+    for s in sessions:
+        with s.edit() as ann:
+            ann.regions += [Region(1, "a", disk(48, 64, 10, 10, 5), review="accepted"), Region(2, "b", disk(48, 64, 40, 30, 5))]
+    with pytest.raises(ValueError, match="marked done"):
+        write_training_set(sessions[0].workspace, tmp_path / "d")
+    for s in sessions[:MIN_DONE_IMAGES]:
+        with s.edit() as ann:
+            ann.regions[1].review, ann.done = "rejected", True
+    out = write_training_set(sessions[0].workspace, tmp_path / "d")
+    assert sorted(p.name for p in (out / "images").iterdir()) == names[:MIN_DONE_IMAGES]
+    coco = COCO(str(out / "annotations.json"))
+    assert len(coco.anns) == MIN_DONE_IMAGES and {c["name"] for c in coco.cats.values()} == {"a"}
 
 
 def test_finetune_job_reads_log_and_finds_checkpoint(tmp_path: Path):
@@ -234,5 +245,8 @@ def test_finetune_cancel_terminates_the_process(tmp_path: Path):
 
 
 def test_parse_prompts():
-    assert parse_prompts(" person, dog , ,sky\nthe red car") == ["person", "dog", "sky", "the red car"]
-    assert parse_prompts(None) == [] and parse_prompts(["a", " "]) == ["a"]
+    """The app parses prompts with qmn's one rule: commas and new lines separate classes; a referring phrase keeps
+    its commas (phrases go one per line)."""
+    assert parse_prompts(" person, dog , ,sky\nthe red car", "instance") == ["person", "dog", "sky", "the red car"]
+    assert parse_prompts(None, "instance") == [] and parse_prompts(["a", " "], "instance") == ["a"]
+    assert parse_prompts("the dog, left of the car\nthe sky", "referring") == ["the dog, left of the car", "the sky"]

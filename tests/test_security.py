@@ -10,7 +10,6 @@ import pickle
 import zipfile
 from pathlib import Path
 
-import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,7 @@ from PIL import Image
 
 from app.annotations import ImageAnnotations, Region
 from app.export import export_folder, region_file_name
-from app.handlers import Studio
+from app.actions.navigate import open_folder
 from app.model_host import ModelHost
 from app.session import SessionState
 from app.workspace import Workspace
@@ -167,22 +166,18 @@ def test_upload_names_stay_in_the_workspace(workspace_root: Path, name: str):
     assert secret.read_bytes() == png_bytes(), "the file behind a symlink was overwritten"
 
 
-@pytest.fixture()
-def studio(workspace_root: Path) -> Studio:
-    return Studio(ModelHost(model=torch.nn.Linear(1, 1)), workspace_root, make_examples=False)
-
-
 @pytest.mark.parametrize("folder", ["../", "..", "/etc", "sub/../..", "link_out", "link_out/", "s\x00ub",
                                     str(Path("/tmp").resolve())])
-def test_open_folder_refuses_folders_outside_the_workspace(studio: Studio, folder: str):
-    with pytest.raises(gr.Error, match="unsafe path"):
-        studio.open_folder(SessionState(), folder)
+def test_open_folder_refuses_folders_outside_the_workspace(workspace_root: Path, folder: str):
+    session = SessionState()
+    reply = open_folder(session, workspace_root, folder)
+    assert not reply.ok and "unsafe path" in reply.message and session.folder is None
 
 
-def test_open_folder_inside_the_workspace_works(studio: Studio, workspace_root: Path):
+def test_open_folder_inside_the_workspace_works(workspace_root: Path):
     (workspace_root / "sub" / "a.png").write_bytes(png_bytes())
     session = SessionState()
-    studio.open_folder(session, "sub")
+    assert open_folder(session, workspace_root, "sub").ok
     assert session.folder == str((workspace_root / "sub").resolve()) and session.image_name == "a.png"
 
 
@@ -199,7 +194,7 @@ def test_export_names_stay_inside_the_export(workspace_root: Path, label: str):
     (workspace.folder / "a.png").write_bytes(png_bytes())
     mask = np.zeros((8, 10), bool)
     mask[2:6, 3:7] = True
-    workspace.save(ImageAnnotations("a.png", 8, 10, regions=[Region(1, label, mask, accepted=True)], state="corrected"))
+    workspace.save(ImageAnnotations("a.png", 8, 10, regions=[Region(1, label, mask, review="accepted")], done=True))
     before = {p for p in workspace_root.parent.rglob("*")}
     result = export_folder(workspace)
     export_dir = result.zip_path.with_suffix("")

@@ -1,0 +1,79 @@
+"""What the annotate tab shows, computed from the session alone (no Gradio): overlay, mask table, legend,
+status line and image list. Every event re-renders all of them, so no view can lag behind the state."""
+from __future__ import annotations
+
+import html
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from app import tools
+from app.annotations import REVIEW_STATES
+from app.session import SessionState
+
+REGION_COLUMNS = ["id", "label", "score", "query type", "review", "visible", "area"]
+LIST_COLUMNS = ["image", "state", "exported"]
+QUEUE_COLUMNS = ["image", "uncertainty"]
+
+
+def overlay(session: SessionState) -> Optional[np.ndarray]:
+    if session.image is None or session.ann is None:
+        return None
+    shown = [r for r in session.ann.regions if r.shown]
+    return tools.render_overlay(session.image, shown, session.selected, session.box_corner)
+
+
+def regions_table(session: SessionState) -> pd.DataFrame:
+    rows = [[r.id, r.label, round(r.score, 3), r.query_type, r.review, r.visible, r.area]
+            for r in (session.ann.regions if session.ann else [])]
+    return pd.DataFrame(rows, columns=REGION_COLUMNS)
+
+
+def legend_html(session: SessionState) -> str:
+    ann = session.ann
+    if ann is None:
+        return "<div class='qmn-legend'>No image open.</div>"
+    if not ann.regions:
+        text = ("The model found nothing on this image: lower the threshold or change the prompts."
+                if ann.segmented else "No masks yet: type prompts and press Segment.")
+        return f"<div class='qmn-legend'>{text}</div>"
+    items = []
+    for r in ann.regions:
+        style = "font-weight:bold;text-decoration:underline" if r.id == session.selected else ""
+        style += ";text-decoration:line-through;opacity:0.5" if r.review == "rejected" else ""
+        hidden = "" if r.visible else " (hidden)"
+        items.append(
+            f"<span class='qmn-legend-item' style='{style}'><span style='display:inline-block;width:12px;height:12px;"
+            f"background:{tools.color_hex(r.id)};margin-right:4px'></span>#{r.id} {html.escape(r.label)}"
+            f" {r.score:.2f} · {r.query_type} · {r.review}{hidden}</span>"
+        )
+    return "<div class='qmn-legend'>" + " &nbsp; ".join(items) + "</div>"
+
+
+def status_line(session: SessionState) -> str:
+    """One line describing where the session stands now."""
+    ann = session.ann
+    if ann is None:
+        return "Open a folder, pick an example, or upload images."
+    counts = ", ".join(f"{ann.count(s)} {s}" for s in REVIEW_STATES if ann.count(s))
+    selected = f" · selected #{session.selected}" if session.selected is not None else ""
+    return (f"**{ann.image}** ({ann.width}x{ann.height}) · state: {ann.state} · {len(ann.regions)} masks"
+            f"{' (' + counts + ')' if counts else ''}{selected} · undo {len(session.undo_stack)} / redo "
+            f"{len(session.redo_stack)}")
+
+
+def status(session: SessionState, message: str = "") -> str:
+    """The state line, then what the last action did."""
+    return status_line(session) + (f"\n\n{message}" if message else "")
+
+
+def image_list(session: SessionState) -> pd.DataFrame:
+    if session.folder is None:
+        return pd.DataFrame([], columns=LIST_COLUMNS)
+    rows = [(name, state, "yes" if exported else "") for name, state, exported in session.workspace.states()]
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+
+def queue_table(rows: list[tuple[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=QUEUE_COLUMNS)
