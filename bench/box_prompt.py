@@ -15,7 +15,7 @@ For every annotation with a mask (crowd regions skipped), the mask IoU at full i
   grabcut_box          OpenCV GrabCut from the true box (qmn.grabcut)
   grabcut_model_seeded GrabCut from the true box seeded by the model's box mask
   box_as_mask          the true box itself filled as a mask
-Clicks without a box each become their own prompted query (`QueryMeldNet.predict`), so a click result is the union
+Clicks without a box each become their own prompted query (`Predictor.predict`), so a click result is the union
 of the prompted segments. `--holdout-only F` keeps the trainer's held-out part of the folder
 (`holdout_split(len, F, seed=0)`, as `train/data.py` does), e.g. 0.2 for coco128 in the default data spec.
 """
@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from qmn import QueryMeldNet, load_model
+from bench.interactive import box_mask, jitter_box, mask_iou
+from qmn import Predictor, QueryMeldNet, load_model
+from qmn.click_sim import Click, next_click
 from qmn.data import Sample, load_dataset
 from qmn.data.mixing import holdout_split
 from qmn.grabcut import grabcut_from_box
@@ -42,65 +43,19 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "qmn_tiny.
 METHODS = ("model_box", "model_box_in_box", "model_box_jittered", "model_1_click", "model_3_clicks", "grabcut_box",
            "grabcut_model_seeded", "box_as_mask")
 NUM_CLICKS = 3
-Click = tuple[float, float, bool]  # (x, y, positive), pixels
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def box_mask(box: Sequence[float], hw: tuple[int, int]) -> np.ndarray:
-    """The xyxy pixel box (x2 / y2 exclusive) filled as an (H, W) bool mask."""
-    h, w = hw
-    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-    out = np.zeros((h, w), bool)
-    out[y0:y1, x0:x1] = True
-    return out
-
-
-def jitter_box(box: Sequence[float], fraction: float, rng: np.random.Generator, hw: tuple[int, int]) -> np.ndarray:
-    """xyxy box with each side moved by uniform(-fraction, fraction) x the box width (x sides) or height (y sides),
-    clipped to the image and kept at least one pixel wide."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    bw, bh = x1 - x0, y1 - y0
-    dx0, dy0, dx1, dy1 = rng.uniform(-fraction, fraction, 4) * np.array([bw, bh, bw, bh])
-    h, w = hw
-    nx0, ny0 = np.clip(x0 + dx0, 0, w - 1), np.clip(y0 + dy0, 0, h - 1)
-    nx1, ny1 = np.clip(x1 + dx1, nx0 + 1, w), np.clip(y1 + dy1, ny0 + 1, h)
-    return np.array([nx0, ny0, nx1, ny1], np.float32)
-
-
-def _most_interior(region: np.ndarray) -> tuple[float, int, int]:
-    """(distance to the region's border, x, y) of its most interior pixel; the image edge counts as a border."""
-    padded = np.pad(region, 1).astype(np.uint8)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]  # (H, W), the padding cut off again
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(dist[y, x]), int(x), int(y)
-
-
-def next_click(gt: np.ndarray, pred: np.ndarray) -> Click:
-    """The next click of the RITM protocol: at the most interior point of the missed object pixels (positive) or of
-    the wrong background pixels (negative), whichever lies deeper; the first click (empty pred) is the object's
-    most interior point. Click coordinates are pixel centres."""
-    missed_depth, mx, my = _most_interior(gt & ~pred)
-    wrong_depth, wx, wy = _most_interior(pred & ~gt)
-    if missed_depth >= wrong_depth:
-        return mx + 0.5, my + 0.5, True
-    return wx + 0.5, wy + 0.5, False
 
 
 def predict_union(model: QueryMeldNet, image: np.ndarray, clicks: list[Click]) -> np.ndarray:
     """(H, W) bool union of the prompted segments the model returns for `clicks`."""
-    pred = model.predict(image, None, "instance", points=clicks)
+    pred = Predictor(model).predict(image, None, "instance", points=clicks)
     out = np.zeros(image.shape[:2], bool)
     for seg in pred.segments:
         out |= seg.mask
     return out
 
 
-def evaluate_image(model: QueryMeldNet, sample: Sample, jitter: float, rng: np.random.Generator) -> dict[str, list[float]]:
+def evaluate_image(model: QueryMeldNet, sample: Sample, jitter: float,
+                   rng: np.random.Generator) -> dict[str, list[float]]:
     """Per method, the mask IoU of each annotation with a mask in one image."""
     image = sample.image
     hw = image.shape[:2]
@@ -111,8 +66,9 @@ def evaluate_image(model: QueryMeldNet, sample: Sample, jitter: float, rng: np.r
     boxes = [np.asarray(a.box, np.float32) for a in anns]
     jittered = [jitter_box(b, jitter, rng, hw) for b in boxes]
     # prompted queries never see each other (decoder attention mask), so one call per image serves every box
-    from_box = [s.mask for s in model.predict(image, None, "instance", boxes=boxes).segments]
-    from_jittered = [s.mask for s in model.predict(image, None, "instance", boxes=jittered).segments]
+    predictor = Predictor(model)
+    from_box = [s.mask for s in predictor.predict(image, None, "instance", boxes=boxes).segments]
+    from_jittered = [s.mask for s in predictor.predict(image, None, "instance", boxes=jittered).segments]
     for ann, box, box_pred, jit_pred in zip(anns, boxes, from_box, from_jittered):
         gt = ann.mask
         scores["model_box"].append(mask_iou(box_pred, gt))
@@ -124,7 +80,9 @@ def evaluate_image(model: QueryMeldNet, sample: Sample, jitter: float, rng: np.r
         clicks: list[Click] = []
         pred = np.zeros(hw, bool)
         for n in range(1, NUM_CLICKS + 1):
-            clicks.append(next_click(gt, pred))
+            click = next_click(gt, pred)
+            if click is not None:
+                clicks.append(click)
             pred = predict_union(model, image, clicks)
             if n == 1:
                 scores["model_1_click"].append(mask_iou(pred, gt))

@@ -9,7 +9,10 @@ Sets:
   alphamatting   ../shared/data/alphamatting (20 real photos), two trimap protocols:
                    given   the benchmark's hand-drawn trimaps;
                    mask    trimap made by `make_trimap` from the thresholded GT alpha (> 0.5), as a segmenter's mask
-                           would give; default band width (or --trimap-width).
+                           would give; default band width (or --trimap-width); the solver unguarded.
+                   refine  the app's path: `qmn.matting.refine(image, mask)` from that mask, i.e. the band where the
+                           mask is uncertain (`adaptive_trimap`) and the guard (`guard_alpha`); per image SAD vs the
+                           hard mask's, the mean ratio and the images made more than 5% worse are reported.
                  Errors over the given trimap's unknown band (the benchmark convention) for both protocols.
 SAD, Grad and Conn are in thousands (/1000); MSE is per pixel. With --write-docs the tables replace the block
 between the markers in docs/matting.md.
@@ -29,7 +32,8 @@ from tqdm import tqdm
 from qmn.data.furry import render_furry
 from qmn.io_utils import atomic_write_text
 from qmn.matting.metrics import matting_errors
-from qmn.matting.refine import alpha_from_trimap, bundled_model
+from qmn.matting.metrics import sad
+from qmn.matting.refine import alpha_from_trimap, bundled_model, refine
 from qmn.matting.trimap import make_trimap, trimap_regions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,18 +67,32 @@ def alphamatting_cases(root: Path) -> list[dict]:
 def evaluate(cases: list[dict], methods: list[str], protocol: str, trimap_width: int | None, desc: str) -> dict:
     """Mean errors and mean seconds per method: {method: {sad, mse, grad, conn, seconds}}."""
     sums = {m: dict.fromkeys(METRICS + ("seconds",), 0.0) for m in methods}
+    per_image: dict[str, dict[str, float]] = {m: {} for m in methods}
     for case in tqdm(cases, desc=desc, file=sys.stderr):
-        trimap = case["given_trimap"] if protocol == "given" else make_trimap(case["mask"], trimap_width)
+        trimap = None
+        if protocol != "refine":
+            trimap = case["given_trimap"] if protocol == "given" else make_trimap(case["mask"], trimap_width)
         for method in methods:
             start = time.perf_counter()
             if method == "hard_mask":
                 alpha = case["mask"].astype(np.float32)
+            elif protocol == "refine":
+                alpha = refine(case["image"], case["mask"], trimap_width, method=method)
             else:
                 alpha = alpha_from_trimap(case["image"], trimap, method=method)
+            per_image[method][case["name"]] = round(sad(alpha, case["alpha"], case["region"]), 4)
             sums[method]["seconds"] += time.perf_counter() - start
             for name, value in matting_errors(alpha, case["alpha"], case["region"]).items():
                 sums[method][name] += value
-    return {m: {k: round(v / len(cases), 5) for k, v in s.items()} for m, s in sums.items()}
+    out = {m: {k: round(v / len(cases), 5) for k, v in s.items()} for m, s in sums.items()}
+    if protocol == "refine" and "hard_mask" in methods:
+        hard = per_image["hard_mask"]
+        for m in methods:
+            ratios = {n: v / max(hard[n], 1e-9) for n, v in per_image[m].items()}
+            out[m]["sad_vs_hard_mask"] = round(out[m]["sad"] / max(out["hard_mask"]["sad"], 1e-9), 4)
+            out[m]["worse_than_hard_by_5pct"] = {n: round(r, 3) for n, r in ratios.items() if r > 1.05}
+            out[m]["sad_per_image"] = per_image[m]
+    return out
 
 
 def markdown(results: dict, command: str) -> str:
@@ -101,19 +119,23 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bench.matting_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=20250, help="seed of the held-out synthetic set (default 20250)")
-    p.add_argument("--count", type=int, default=24, help="synthetic images (default 24)")
+    p.add_argument("--count", type=int, default=24, help="synthetic images (default 24; 0 skips the set)")
     p.add_argument("--size", type=int, default=384, help="synthetic image side in px (default 384)")
     p.add_argument("--trimap-width", type=int, default=None, help="band half-width px (default: relative to size)")
+    p.add_argument("--protocols", nargs="+", default=["given", "mask", "refine"], choices=["given", "mask", "refine"],
+                   help="alphamatting trimap protocols (all)")
     p.add_argument("--write-docs", action="store_true", help=f"replace the results block in {DOCS.name}")
     args = p.parse_args(argv)
     methods = ["hard_mask", "classical"] + (["network"] if bundled_model() is not None else [])
     results = {"sets": {}, "counts": {}, "network_available": "network" in methods}
-    cases = synthetic_cases(args.seed, args.count, args.size)
-    results["sets"]["synthetic furry, mask trimap"] = evaluate(cases, methods, "mask", args.trimap_width, "synthetic")
-    results["counts"]["synthetic furry, mask trimap"] = len(cases)
+    if args.count > 0:
+        cases = synthetic_cases(args.seed, args.count, args.size)
+        name = "synthetic furry, mask trimap"
+        results["sets"][name] = evaluate(cases, methods, "mask", args.trimap_width, "synthetic")
+        results["counts"][name] = len(cases)
     if ALPHAMATTING.is_dir():
         cases = alphamatting_cases(ALPHAMATTING)
-        for protocol in ("given", "mask"):
+        for protocol in args.protocols:
             name = f"alphamatting, {protocol} trimap"
             results["sets"][name] = evaluate(cases, methods, protocol, args.trimap_width, name)
             results["counts"][name] = len(cases)

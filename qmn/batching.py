@@ -9,11 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qmn.click_sim import simulate_clicks
 from qmn.config import QMNConfig
 from qmn.data.sample import Sample
 from qmn.queries import Prompts
 
 FOREGROUND_PROMPT = "foreground"
+TRAIN_MAX_CLICKS = 4  # clicks per simulated interactive session in training (the first one positive)
 
 
 @dataclass
@@ -60,19 +62,35 @@ def prepare_image(image: np.ndarray, size: int, mean: tuple[float, ...], std: tu
     return PreparedImage(padded, scale, (nh, nw), (h, w))
 
 
+OPEN_TEXT_TASKS = ("referring",)  # targets named by free phrases: the dataset's class names are not negatives
+
+
+def text_validity(sample: Sample, texts: list[str], own_texts: set[str]) -> Tensor:
+    """(T,) bool: the batch prompts this image's queries are supervised on (positive or negative).
+
+    The prompt list is shared by the batch, but a prompt is a *negative* only where it is known to be false: its own
+    targets' texts, and, unless its targets are free phrases (referring), the names of its own vocabulary (a closed
+    label set: an object of the image is none of the names it is not labelled with). Another image's phrase or
+    "foreground", or a class name next to a referring image, says nothing certain about this image's objects (a referred
+    "the red circle" IS a "circle"; a panoptic circle IS "foreground"), so no loss is put on those pairs."""
+    known = set(own_texts)
+    if sample.task not in OPEN_TEXT_TASKS:
+        known.update(sample.vocabulary)
+    return torch.tensor([t in known for t in texts], dtype=torch.bool)
+
+
 @dataclass
 class Batch:
     images: Tensor  # (B, 3, S, S)
     texts: list[str]  # the batch's prompt list: every target's text + sampled negatives
-    targets: list[dict]  # labels (M,), boxes (M, 4) cxcywh in [0, 1], masks (M, S, S) bool, has_mask (M,)
+    targets: list[dict]  # labels (M,), boxes (M, 4) cxcywh in [0, 1], masks (M, S, S) bool, has_mask (M,),
+    # text_valid (T,) bool: the prompts this image's class loss is computed on (`text_validity`)
     prompts: Prompts | None  # ground-truth objects given as box / click prompts
     prompt_targets: Tensor | None  # (B, P) target index per prompted query, -1 = padding
 
     def to(self, device: torch.device | str) -> "Batch":
         move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
-        prompts = None
-        if self.prompts is not None:
-            prompts = Prompts(*(getattr(self.prompts, f).to(device) for f in Prompts.__dataclass_fields__))
+        prompts = None if self.prompts is None else self.prompts.to(device)
         return Batch(self.images.to(device, non_blocking=True), self.texts, [move(t) for t in self.targets], prompts,
                      None if self.prompt_targets is None else self.prompt_targets.to(device))
 
@@ -107,9 +125,13 @@ def _jitter_box(box: np.ndarray, rng: np.random.Generator, noise: float = 0.2) -
     return np.clip(np.array([cx, cy, w, h], np.float32), 1e-3, 1.0)
 
 
-def sample_prompts(targets: list[dict], max_per_image: int, rng: np.random.Generator) -> tuple[Prompts, Tensor] | None:
+def sample_prompts(targets: list[dict], max_per_image: int, rng: np.random.Generator,
+                   max_clicks: int = TRAIN_MAX_CLICKS) -> tuple[Prompts, Tensor] | None:
     """Pick up to `max_per_image` objects with masks per image and turn each into a jittered box (1/2), a jittered box
-    plus a positive click (1/4) or a positive click alone with a small box around it (1/4); seeded by `rng`."""
+    plus clicks (1/4) or clicks alone with a small box around the first (1/4); seeded by `rng`. Clicks are a simulated
+    interactive session (`qmn.click_sim.simulate_clicks`): a positive click inside the object, then up to
+    `max_clicks - 1` positive / negative clicks in the errors of a simulated previous prediction, so the negative
+    click embedding is trained too."""
     if max_per_image <= 0:
         return None
     chosen = []
@@ -124,25 +146,23 @@ def sample_prompts(targets: list[dict], max_per_image: int, rng: np.random.Gener
     boxes[..., 2:] = 0.1
     valid = torch.zeros(b, p, dtype=torch.bool)
     from_box = torch.ones(b, p, dtype=torch.bool)
-    points = torch.zeros(b, p, 1, 2)
-    labels = torch.full((b, p, 1), -1, dtype=torch.long)
+    points = torch.zeros(b, p, max_clicks, 2)
+    labels = torch.full((b, p, max_clicks), -1, dtype=torch.long)
     assign = torch.full((b, p), -1, dtype=torch.long)
     for i, (t, idx) in enumerate(zip(targets, chosen)):
         size = t["masks"].shape[-1]
         for j, k in enumerate(idx):
             kind = rng.random()
-            mask = t["masks"][k].numpy()
-            ys, xs = np.nonzero(mask)
-            pick = rng.integers(len(xs))
-            click = np.array([(xs[pick] + 0.5) / size, (ys[pick] + 0.5) / size], np.float32)
             if kind < 0.75:
                 boxes[i, j] = torch.from_numpy(_jitter_box(t["boxes"][k].numpy().copy(), rng))
-            else:
-                boxes[i, j] = torch.tensor([click[0], click[1], 0.1, 0.1])
-                from_box[i, j] = False
             if kind >= 0.5:
-                points[i, j, 0] = torch.from_numpy(click)
-                labels[i, j, 0] = 1
+                clicks, _ = simulate_clicks(t["masks"][k].numpy(), rng, max_clicks)
+                for c, (x, y, positive) in enumerate(clicks):
+                    points[i, j, c] = torch.tensor([x / size, y / size])
+                    labels[i, j, c] = int(positive)
+                if kind >= 0.75:
+                    boxes[i, j] = torch.tensor([clicks[0][0] / size, clicks[0][1] / size, 0.1, 0.1])
+                    from_box[i, j] = False
             valid[i, j] = True
             assign[i, j] = int(k)
     return Prompts(boxes, valid, from_box, points, labels), assign
@@ -154,7 +174,9 @@ def collate(samples: list[Sample], cfg: QMNConfig, rng: np.random.Generator | No
     size = cfg.image_size
     images, per_image = [], []
     texts: dict[str, int] = {}
+    own: list[set[str]] = []  # per sample: the texts of its own targets
     for s in samples:
+        own.append(set())
         prep = prepare_image(s.image, size, cfg.pixel_mean, cfg.pixel_std)
         images.append(prep.tensor)
         labels, boxes, masks, has_mask = [], [], [], []
@@ -171,6 +193,7 @@ def collate(samples: list[Sample], cfg: QMNConfig, rng: np.random.Generator | No
             if box[2] - box[0] < 1 or box[3] - box[1] < 1:
                 continue
             text = annotation_text(s, ann, rng)
+            own[-1].add(text)
             labels.append(texts.setdefault(text, len(texts)))
             boxes.append([(box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size,
                           (box[2] - box[0]) / size, (box[3] - box[1]) / size])
@@ -182,11 +205,16 @@ def collate(samples: list[Sample], cfg: QMNConfig, rng: np.random.Generator | No
             "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, size, size, dtype=torch.bool),
             "has_mask": torch.tensor(has_mask, dtype=torch.bool),
         })
-    vocabulary = sorted({v for s in samples for v in s.vocabulary if v not in texts})
+    per_image_negatives = cfg.negatives_per_image
+    vocabulary = sorted({v for s in samples if not per_image_negatives or s.task not in OPEN_TEXT_TASKS
+                         for v in s.vocabulary if v not in texts})
     for word in rng.permutation(vocabulary)[:cfg.num_negative_prompts] if vocabulary else []:
         texts.setdefault(str(word), len(texts))
     if not texts:
         texts[FOREGROUND_PROMPT] = 0  # an image with no objects still needs one prompt to score against
+    for s, target, own_texts in zip(samples, per_image, own):
+        target["text_valid"] = (text_validity(s, list(texts), own_texts)
+                                if per_image_negatives else torch.ones(len(texts), dtype=torch.bool))
     sampled = sample_prompts(per_image, cfg.num_prompted_train, rng)
     prompts, assign = sampled if sampled else (None, None)
     return Batch(torch.stack(images), list(texts), per_image, prompts, assign)

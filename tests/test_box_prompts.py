@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from bench import box_prompt
-from qmn import QueryMeldNet, get_preset
+from qmn import Predictor, QueryMeldNet, get_preset
 from qmn.batching import collate, sample_prompts
 from qmn.data import Annotation, Sample, load_dataset, write_coco_instances
 from qmn.data.synth import THING_SHAPES, paint_thing, place_things, render_stuff
-from qmn.grabcut import grabcut_from_box
+from qmn.grabcut import box_prior, grabcut_from_box
 from qmn.io_utils import atomic_write_bytes
 
 TRAIN_STEPS = 60
@@ -96,7 +96,7 @@ def box_prompt_scores(model: QueryMeldNet, samples: list[Sample]) -> tuple[list[
     """Per object: (IoU with the object, fraction of the predicted mask inside the GT box) from its GT box."""
     ious, inside = [], []
     for s in samples:
-        pred = model.predict(s.image, None, "instance", boxes=[a.box for a in s.annotations])
+        pred = Predictor(model).predict(s.image, None, "instance", boxes=[a.box for a in s.annotations])
         assert len(pred.segments) == len(s.annotations)
         for ann, seg in zip(s.annotations, pred.segments):
             ious.append(box_prompt.mask_iou(seg.mask, ann.mask))
@@ -165,8 +165,8 @@ def test_grabcut_finds_the_object_in_its_box_and_fails_clearly():
     seeded = grabcut_from_box(img, [22, 12, 80, 68], seed_mask=obj)
     assert box_prompt.mask_iou(seeded, obj) > 0.9
     assert np.array_equal(grabcut_from_box(img, [22, 12, 80, 68]), found)  # seeded: same input, same mask
-    flat = np.full((40, 40, 3), 90, np.uint8)  # nothing to separate: the box itself comes back
-    assert np.array_equal(grabcut_from_box(flat, [0, 0, 40, 40]), np.ones((40, 40), bool))
+    flat = np.full((40, 40, 3), 90, np.uint8)  # nothing to separate: the box's inscribed ellipse comes back
+    assert np.array_equal(grabcut_from_box(flat, [0, 0, 40, 40]), box_prior(40, 40))
     with pytest.raises(ValueError, match="no area"):
         grabcut_from_box(img, [50, 10, 40, 30])
     with pytest.raises(ValueError, match="seed_mask"):

@@ -12,7 +12,9 @@ from qmn.matting.band import solve_in_band
 from qmn.matting.checkpoint import BUNDLED_CHECKPOINT, beats_hard_mask
 from qmn.matting.metrics import connectivity_error, gradient_error, matting_errors, mse, sad
 from qmn.matting.network import MattingConfig, MattingNet
-from qmn.matting.trimap import default_trimap_width, trimap_regions
+from qmn.matting.guard import ALPHA_TRUST, guard_alpha
+from qmn.matting.trimap import adaptive_trimap, default_trimap_width, trimap_regions
+from tests.conftest import shared_dataset
 
 torch.set_num_threads(1)
 
@@ -182,3 +184,42 @@ def test_auto_uses_a_network_only_when_its_record_beats_the_hard_mask(tmp_path):
     save_matting_model(model, path, {"val_sad_network": 0.5, "val_sad_hard_mask": 0.7})
     assert beats_hard_mask(path)
     assert not beats_hard_mask(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------- uncertainty band, guard
+def test_adaptive_band_lies_only_where_the_mask_is_uncertain():
+    smooth = square_mask(200, 50, 150)
+    assert (adaptive_trimap(smooth) != 128).all()  # a straight, certain edge: the hard mask is kept
+    ragged = smooth.copy()
+    ragged[40:50, 50:150:3] = True  # hair-like strands along the top edge
+    band = trimap_regions(adaptive_trimap(ragged))[1]
+    assert band[35:55, 60:140].mean() > 0.5 and not band[100:200].any()
+    soft = np.zeros((200, 200), np.float32)
+    soft[100:110, 150:160] = 0.5  # the model was unsure there
+    band = trimap_regions(adaptive_trimap(smooth, soft))[1]
+    assert band[100:110, 150:160].all() and not band[:50].any()
+    with pytest.raises(ValueError, match="soft"):
+        adaptive_trimap(smooth, soft[:10])
+
+
+def test_guard_keeps_the_mask_where_the_solver_diverges():
+    mask = square_mask(100, 30, 70)
+    band = trimap_regions(make_trimap(mask, 6))[1]
+    diverged = mask.astype(np.float32)
+    diverged[band] = 1.0 - diverged[band]  # every band pixel flipped: rejected outright
+    assert np.array_equal(guard_alpha(diverged, mask, band), mask.astype(np.float32))
+    soft = mask.astype(np.float32)
+    soft[30:32, 30:70] = 0.3  # a softened edge row next to the boundary is allowed (trusted ALPHA_TRUST)...
+    soft[50, 26] = 0.9  # ...and so is a flip right at the boundary, but not one 4 px away from it
+    soft[50, 24] = 0.9
+    guarded = guard_alpha(soft, mask, band)
+    assert guarded[30, 50] == pytest.approx(1 - ALPHA_TRUST * 0.7) and guarded[50, 24] == 0.0
+    assert guarded.min() >= 0 and guarded.max() <= 1
+
+
+def test_refine_from_a_crisp_mask_stays_within_5_percent_of_it_on_a_real_photo():
+    root = shared_dataset("alphamatting")
+    image = cv2.cvtColor(cv2.imread(str(root / "input" / "GT19.png")), cv2.COLOR_BGR2RGB)[::2, ::2].copy()
+    gt = cv2.imread(str(root / "alpha" / "GT19.png"), cv2.IMREAD_GRAYSCALE)[::2, ::2].astype(np.float32) / 255
+    mask = gt > 0.5
+    assert sad(refine(image, mask, method="classical"), gt) <= 1.05 * sad(mask.astype(np.float32), gt)

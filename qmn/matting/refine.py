@@ -16,7 +16,8 @@ from qmn.matting.band import solve_in_band
 from qmn.matting.checkpoint import BUNDLED_CHECKPOINT, beats_hard_mask, load_matting_model
 from qmn.matting.classical import classical_alpha
 from qmn.matting.network import MattingNet
-from qmn.matting.trimap import make_trimap, trimap_onehot
+from qmn.matting.guard import guard_alpha
+from qmn.matting.trimap import adaptive_trimap, make_trimap, trimap_onehot, trimap_regions
 
 METHODS = ("auto", "network", "classical", "none")
 NETWORK_MARGIN = 32  # context px around the band for the network
@@ -83,11 +84,15 @@ def alpha_from_trimap(image: np.ndarray, trimap: np.ndarray, model: MattingNet |
 
 
 def refine(image: np.ndarray, mask: np.ndarray, trimap_width: int | None = None, model: MattingNet | None = None,
-           method: str = "auto") -> np.ndarray:
-    """Soft alpha float32 (H, W) in [0, 1] for `mask` (H, W) on `image`; the trimap band is `trimap_width` px."""
+           method: str = "auto", soft: np.ndarray | None = None, guard: bool = True) -> np.ndarray:
+    """Soft alpha float32 (H, W) in [0, 1] for `mask` (H, W) on `image`. The trimap band is `trimap_width` px on each
+    side of the boundary, or by default where the mask is uncertain (`adaptive_trimap`: ragged parts, and uncertain
+    pixels of the model's `soft` mask); with `guard` the solve cannot overturn the mask (`guard_alpha`)."""
     mask = np.asarray(mask)
     if mask.shape != np.shape(image)[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match image size {np.shape(image)[:2]}")
     if method == "none":
         return (mask > 0.5).astype(np.float32) if mask.dtype != bool else mask.astype(np.float32)
-    return alpha_from_trimap(image, make_trimap(mask, trimap_width), model=model, method=method)
+    trimap = adaptive_trimap(mask, soft) if trimap_width is None else make_trimap(mask, trimap_width)
+    alpha = alpha_from_trimap(image, trimap, model=model, method=method)
+    return guard_alpha(alpha, mask > 0.5, trimap_regions(trimap)[1]) if guard else alpha
