@@ -14,7 +14,7 @@ import gradio as gr
 
 from app.actions.model import banner
 from app.studio import Studio
-from app.tabs import annotate, correct, examples, export, finetune, model
+from app.tabs import annotate, canvas_panel, correct, examples, export, finetune, model
 
 MODEL_QUEUE = "model"
 
@@ -42,6 +42,7 @@ def build_app(studio: Studio, model_concurrency: int = 1) -> gr.Blocks:
                 examples.build_and_wire(studio, ui)
         annotate.wire(demo, studio, ui, model_events)
         correct.wire(studio, ui, panel, model_events)
+        canvas_panel.wire(studio, ui, panel, model_events)
     demo.queue(default_concurrency_limit=8)
     return demo
 

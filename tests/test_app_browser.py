@@ -53,7 +53,7 @@ def settle(page, timeout: int = 60_000) -> None:
 
 def load(page, url: str) -> None:
     page.goto(url, wait_until="load")
-    for selector in ("#segment-btn", "#prompts textarea", "#viewer", "#regions", "#status", "#image-list"):
+    for selector in ("#segment-btn", "#prompts textarea", "#canvas", "#regions", "#status", "#image-list"):
         page.wait_for_selector(selector, timeout=30_000)
     settle(page)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Optional
 
+import numpy as np
+
 from app import tools
 from app.actions.reply import Reply, refusals_as_replies, refused
 from app.actions.segment import parse_json_list, predict_regions
@@ -67,9 +69,15 @@ def load_into_editor(session: SessionState) -> Reply:
 
 @refusals_as_replies
 def brush(session: SessionState, editor: Optional[dict], erase: bool, label: str, prompts: str, task: str) -> Reply:
-    """Add painted pixels to the selected mask (or a new one), or erase them from it."""
-    img, ann = session.require_image()
-    painted = tools.stroke_mask(editor, img.shape[:2])
+    """Add the pixels painted on the brush canvas (an ImageEditor value) to the selected mask, or erase them."""
+    img, _ = session.require_image()
+    return paint(session, tools.stroke_mask(editor, img.shape[:2]), erase, label, prompts, task)
+
+
+@refusals_as_replies
+def paint(session: SessionState, painted: np.ndarray, erase: bool, label: str, prompts: str, task: str) -> Reply:
+    """Add `painted` ((H, W) bool) to the selected mask (or a new one), or erase it from it."""
+    _, ann = session.require_image()
     region = ann.region(session.selected)
     if region is None and erase:
         return refused("select the mask to erase from first")

@@ -14,6 +14,7 @@ import gradio as gr
 from app import views
 from app.actions import navigate, segment
 from app.actions.reply import Reply
+from app.canvas import build_canvas
 from app.session import SessionState
 from app.studio import Studio
 from app.tabs.common import guarded, on, toast
@@ -35,7 +36,8 @@ class Annotate:
     prev_btn: gr.Button
     next_btn: gr.Button
     source: gr.Image
-    viewer: gr.Image
+    canvas: gr.HTML  # the photo with zoom / pan and every gesture (app/tabs/canvas_panel.py)
+    viewer: gr.Image  # hidden: the overlay the API returns
     legend: gr.HTML
     status: gr.Markdown
     regions: gr.Dataframe
@@ -64,10 +66,12 @@ class Annotate:
         return self.view + [self.source]
 
 
-def show(session: SessionState, reply: Reply) -> tuple:
-    """The view after an action; a refusal's sentence is also a warning toast."""
+def show(session: SessionState, reply: Reply, overlay: bool = True) -> tuple:
+    """The view after an action; a refusal's sentence is also a warning toast. `overlay=False` leaves the
+    (hidden, API-only) overlay image as it was: the canvas draws the masks itself."""
     toast(reply)
-    return (session, views.overlay(session), views.regions_table(session), views.legend_html(session),
+    return (session, views.overlay(session) if overlay else gr.skip(), views.regions_table(session),
+            views.legend_html(session),
             views.status(session, reply.message), session.selected, views.image_list(session))
 
 
@@ -91,8 +95,9 @@ def build(studio: Studio) -> Annotate:
         source = gr.Image(label="Image (or drop one here)", type="numpy", format="png",
                           sources=["upload", "clipboard"], elem_id="source", height=200)
     with gr.Column(scale=3):
-        viewer = gr.Image(label="Masks (click a mask to select it)", type="numpy", format="png", interactive=False,
-                          elem_id="viewer", buttons=["download", "fullscreen"])
+        canvas = build_canvas(elem_id="canvas")
+        viewer = gr.Image(label="Masks", type="numpy", format="png", interactive=False, elem_id="viewer",
+                          visible=False)
         legend = gr.HTML(elem_id="legend")
         status = gr.Markdown(elem_id="status")
         regions = gr.Dataframe(headers=views.REGION_COLUMNS, label="Masks (click a row to select)",
@@ -114,7 +119,8 @@ def build(studio: Studio) -> Annotate:
             points = gr.Textbox(label="Points, JSON [[x, y, positive], ...]", value="")
             summary = gr.JSON(label="Last result")
         selected = gr.Number(label="Selected mask id", precision=0, elem_id="selected")
-    return Annotate(session, browser, folder, open_btn, uploads, image_list, prev_btn, next_btn, source, viewer, legend,
+    return Annotate(session, browser, folder, open_btn, uploads, image_list, prev_btn, next_btn, source, canvas, viewer,
+                  legend,
                   status, regions, task, prompts, save_prompts_btn, threshold, segment_btn, run_all_btn, stop_btn,
                   run_status, boxes, points, summary, selected, right)
 

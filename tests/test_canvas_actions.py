@@ -1,0 +1,108 @@
+"""Canvas gestures through the app's actions, without a browser: clicks build and refine one object
+with the model's point query, keys pick classes and review, strokes paint, an edited outline
+reshapes a mask. A stand-in host answers point prompts with a disc (no model weights needed)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.canvas_actions import CanvasState, Inputs, canvas_props, class_table, handle
+from app.canvas_events import BoxEvent, PointEvent, PolygonEvent, SelectEvent, StrokeEvent, key_event
+from app.canvas_view import stroke_mask
+from app.session import SessionState
+from app.workspace import Workspace
+from qmn.data.mask_codec import mask_to_polygons
+
+SHAPE = (96, 128)
+INPUTS = Inputs(prompts="cell, nucleus", task="instance", box_method="grabcut")
+
+
+class DiscHost:
+    """Answers clicks with a disc of radius 10 at the first positive click, minus radius-4 discs at
+    negative ones; records the clicks it was given."""
+
+    def __init__(self):
+        self.calls: list[list] = []
+
+    def predict(self, image, prompts, task, threshold, boxes=None, points=None):
+        self.calls.append(list(points or []))
+        mask = np.zeros(image.shape[:2], bool)
+        positives = [(x, y) for x, y, p in points or [] if p]
+        if positives:
+            mask |= stroke_mask(StrokeEvent((positives[0],), 10.0), image.shape[:2])
+        for x, y, p in points or []:
+            if not p:
+                mask &= ~stroke_mask(StrokeEvent(((x, y),), 4.0), image.shape[:2])
+        return SimpleNamespace(segments=[SimpleNamespace(label=prompts[0], score=0.8, mask=mask, box=None,
+                                                         query_type="prompted")])
+
+
+@pytest.fixture
+def session(tmp_path) -> SessionState:
+    ws = Workspace(tmp_path)
+    rng = np.random.default_rng(0)
+    name = ws.add_image_array("photo", rng.integers(0, 255, (*SHAPE, 3), dtype=np.uint8))
+    s = SessionState()
+    s.open_image(ws, name)
+    return s
+
+
+def test_clicks_build_then_refine_one_object(session):
+    host, canvas = DiscHost(), CanvasState()
+    assert handle(session, host, canvas, PointEvent(40.5, 40.5), INPUTS).ok
+    first = session.ann.region(session.selected)
+    assert first.label == "cell" and first.review == "edited" and first.mask[40, 40]
+    reply = handle(session, host, canvas, PointEvent(44.5, 40.5, positive=False), INPUTS)
+    assert reply.ok and host.calls[-1] == [(40.5, 40.5, True), (44.5, 40.5, False)]
+    assert len(session.ann.regions) == 1 and not session.ann.regions[0].mask[40, 44]  # refined in place
+    assert canvas_props(session, canvas, INPUTS, lambda image: "u")["points"] == [[40.5, 40.5, True], [44.5, 40.5, False]]
+    handle(session, host, canvas, SelectEvent(1.5, 1.5), INPUTS)  # clicking empty space ends the object
+    assert session.selected is None
+    handle(session, host, canvas, PointEvent(90.5, 60.5), INPUTS)
+    assert len(session.ann.regions) == 2 and host.calls[-1] == [(90.5, 60.5, True)]
+
+
+def test_a_negative_first_click_is_refused(session):
+    reply = handle(session, DiscHost(), CanvasState(), PointEvent(10, 10, positive=False), INPUTS)
+    assert not reply.ok and "plain click" in reply.message and not session.ann.regions
+
+
+def test_number_keys_pick_the_class_then_relabel(session):
+    host, canvas = DiscHost(), CanvasState()
+    assert handle(session, host, canvas, key_event("2"), INPUTS).ok and canvas.active_class == 1
+    handle(session, host, canvas, PointEvent(40.5, 40.5), INPUTS)
+    region = session.ann.region(session.selected)
+    assert region.label == "nucleus"
+    handle(session, host, canvas, key_event("1"), INPUTS)
+    assert region.id == session.selected and session.ann.region(region.id).label == "cell"
+    refused = handle(session, host, canvas, key_event("7"), INPUTS)
+    assert not refused.ok and "no class 7" in refused.message
+    assert class_table(session, INPUTS).names == ("cell", "nucleus")
+
+
+def test_review_keys_and_undo(session):
+    host, canvas = DiscHost(), CanvasState()
+    handle(session, host, canvas, PointEvent(40.5, 40.5), INPUTS)
+    rid = session.selected
+    assert handle(session, host, canvas, key_event("r"), INPUTS).ok
+    assert session.ann.region(rid).review == "rejected"
+    assert handle(session, host, canvas, key_event("u"), INPUTS).ok
+    assert session.ann.region(rid).review == "edited"
+
+
+def test_stroke_box_and_outline(session):
+    host, canvas = DiscHost(), CanvasState()
+    assert handle(session, host, canvas, StrokeEvent(((20.5, 20.5), (30.5, 20.5)), 3.0), INPUTS).ok
+    painted = session.ann.region(session.selected)
+    assert painted.mask[20, 25] and painted.label == "cell"
+    handle(session, host, canvas, StrokeEvent(((25.5, 20.5),), 2.0, erase=True), INPUTS)
+    assert not session.ann.region(painted.id).mask[20, 25]
+    assert handle(session, host, canvas, BoxEvent((60.0, 30.0, 100.0, 70.0)), INPUTS).ok
+    boxed = session.ann.region(session.selected)
+    assert boxed.id != painted.id and boxed.mask[30:70, 60:100].any() and not boxed.mask[:, :50].any()
+    ring = list(mask_to_polygons(np.pad(np.ones((10, 10), bool), ((40, 46), (5, 113))))[0])
+    assert handle(session, host, canvas, PolygonEvent(boxed.id, (tuple(ring),)), INPUTS).ok
+    assert session.ann.region(boxed.id).area == 100
+    assert not handle(session, host, canvas, PolygonEvent(999, (tuple(ring),)), INPUTS).ok
