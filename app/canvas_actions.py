@@ -8,16 +8,19 @@ long as it stays selected; selecting another mask, reviewing or changing image s
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from app.actions import draw, navigate, review
 from app.actions.reply import Reply, refusals_as_replies, refused
 from app.actions.segment import predict_regions
+from app.annotations import Region
 from app.canvas_events import (BoxEvent, CanvasEvent, KeyEvent, PointEvent, PolygonEvent, SelectEvent, StrokeEvent)
 from app.canvas_view import ClassTable, polygon_mask, render_props, stroke_mask
 from app.model_host import ModelHost
 from app.session import SessionState
+from qmn.grabcut import grabcut_from_clicks
 from qmn.prompts import parse_prompts
 
 
@@ -42,12 +45,12 @@ class CanvasState:
 @dataclass(frozen=True)
 class Inputs:
     """The tab's other inputs a gesture needs: prompts (the classes), task, the typed label, and
-    how a box is filled ("model" or "grabcut")."""
+    how a box or clicks are filled ("grabcut", the measured best, or "model")."""
 
     prompts: str = ""
     task: str = "instance"
     label: str = ""
-    box_method: str = "model"
+    box_method: str = "grabcut"
 
 
 def class_table(session: SessionState, inputs: Inputs) -> ClassTable:
@@ -66,30 +69,42 @@ def new_label(session: SessionState, canvas: CanvasState, inputs: Inputs) -> str
     return picked or draw.new_label(inputs.label, inputs.prompts, inputs.task)
 
 
+def clicks_mask(host: ModelHost, image, label: str, clicks: list, previous, method: str) -> Optional[np.ndarray]:
+    """The object the clicks describe: GrabCut seeded by the clicks and the previous mask (what bench/interactive.py
+    measures best on held-out real photos: NoC@85 3.1 vs 20 for the model on fruitsnuts), or the model's point query."""
+    if method != "model":
+        mask = grabcut_from_clicks(image, clicks, previous=previous)
+        return mask if mask.any() else None
+    found = [r for r in predict_regions(host, image, [label], "instance", 0.0, [], clicks, 1)
+             if r.query_type == "prompted" and r.mask.any()]
+    return max(found, key=lambda r: r.score).mask if found else None
+
+
 @refusals_as_replies
-def click(session: SessionState, host: ModelHost, canvas: CanvasState, event: PointEvent, label: str) -> Reply:
-    """Add a click to the current object and re-segment it with the model's point query."""
+def click(session: SessionState, host: ModelHost, canvas: CanvasState, event: PointEvent, label: str,
+          method: str = "grabcut") -> Reply:
+    """Add a click to the current object and re-segment it (clicks plus the previous mask)."""
     img, ann = session.require_image()
     clicks = canvas.current_clicks(session) + [(event.x, event.y, event.positive)]
     if not any(positive for _, _, positive in clicks):
         return refused("start an object with a plain click; shift-click then marks what is not part of it")
-    found = [r for r in predict_regions(host, img, [label], "instance", 0.0, [], clicks, ann.next_id())
-             if r.query_type == "prompted" and r.mask.any()]
-    if not found:
-        return refused("the model returned no mask for these clicks: try a box (drag) or the brush")
-    best = max(found, key=lambda r: r.score)
+    current = ann.region(canvas.click_region)
+    started = time.perf_counter()
+    mask = clicks_mask(host, img, label, clicks, None if current is None else current.mask, method)
+    seconds = time.perf_counter() - started
+    if mask is None:
+        return refused("no mask for these clicks: try a box (drag) or the brush")
     with session.edit() as a:
         target = a.region(canvas.click_region)
         if target is None:
-            best.id, best.label, best.review = a.next_id(), label, "edited"
-            a.regions.append(best)
-            target = best
+            target = Region(id=a.next_id(), label=label, mask=mask, query_type="manual", review="edited")
+            a.regions.append(target)
         else:
-            target.mask, target.score, target.alpha, target.review = best.mask, best.score, None, "edited"
+            target.mask, target.alpha, target.review = mask, None, "edited"
     canvas.clicks, canvas.click_region, canvas.image_name = clicks, target.id, session.image_name
     session.selected = target.id
-    return Reply(f"#{target.id} {target.label} from {len(clicks)} click{'s' if len(clicks) > 1 else ''} "
-                 "(click again to refine, shift-click to cut away).")
+    return Reply(f"#{target.id} {target.label} from {len(clicks)} click{'s' if len(clicks) > 1 else ''} in "
+                 f"{seconds:.2f} s (click again to refine, shift-click to cut away).")
 
 
 @refusals_as_replies
@@ -130,7 +145,7 @@ def handle(session: SessionState, host: ModelHost, canvas: CanvasState, event: C
     """Do what `event` asks, through the same actions as the buttons and the API."""
     canvas.answered += 1
     if isinstance(event, PointEvent):
-        return click(session, host, canvas, event, new_label(session, canvas, inputs))
+        return click(session, host, canvas, event, new_label(session, canvas, inputs), inputs.box_method)
     if isinstance(event, BoxEvent):
         return draw.add_box(session, host, json.dumps(list(event.box)), new_label(session, canvas, inputs),
                             inputs.box_method, inputs.prompts, inputs.task)

@@ -25,7 +25,7 @@ from qmn.batching import Batch, collate
 from qmn.config import get_preset
 from qmn.data.synth import generate_sample
 from qmn.model import QueryMeldNet
-from train.optim import param_groups
+from train.optim import build_optimizer
 
 DISTINCT_BATCHES = 4  # synthetic batches made up front and cycled, so data making is never timed
 
@@ -47,7 +47,7 @@ def measure(preset: str, device: str = "cpu", image_size: int | None = None, bat
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
         model.backbone.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(param_groups(model, 2e-4, 0.05), lr=2e-4)
+    optimizer = build_optimizer(model, 2e-4, 0.05)
     batches = [b.to(dev) for b in synthetic_batches(cfg, batch_size, seed)]
     for b in batches:
         b.images = b.images.contiguous(memory_format=memory_format)

@@ -52,11 +52,19 @@ class QMNConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     num_mask_points: int = 12544
+    interm_mask_loss: bool = True  # mask loss on the encoder proposals too (Mask DINO); no weights, training only
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     num_negative_prompts: int = 16  # vocabulary words added as negatives per training batch
+    # a batch prompt is a negative only for the images it is known false for (their own targets' texts + their
+    # closed vocabulary; `qmn.batching.text_validity`); False = every prompt is a negative for every image of the
+    # batch (before: a referred "the red circle" was trained as not-"circle", see docs/why_things.md)
+    negatives_per_image: bool = True
     # inference
     score_threshold: float = 0.3  # default segment score cut; `bench/calibrate_threshold.py` tunes it per model
+    # resolution (qmn.tiling): 0 = shrink every photo to image_size (older checkpoints); > 0 = train on crops at the
+    # photo's own scale and predict instance / detection / semantic in image_size windows, photos capped at this side
+    native_max_side: int = 0
 
     def __post_init__(self) -> None:
         if self.query_mode not in QUERY_MODES:

@@ -39,6 +39,16 @@ def loss_suffixes(dec_layers: int) -> list[str]:
     return ["", *aux, "_interm", "_prompt", *(f"_prompt{a}" for a in aux)]
 
 
+def global_mean_counts(counts: list[float], device: torch.device) -> list[float]:
+    """Loss normalisers (DETR's num_boxes): each count's mean over the DDP ranks, at least 1, in one all-reduce, so
+    every rank divides by the same number whatever its own images hold."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        n = torch.tensor([float(c) for c in counts], device=device)
+        torch.distributed.all_reduce(n)
+        counts = (n / torch.distributed.get_world_size()).tolist()
+    return [max(float(c), 1.0) for c in counts]
+
+
 class SetCriterion(nn.Module):
     def __init__(self, cfg: QMNConfig) -> None:
         super().__init__()
@@ -56,7 +66,10 @@ class SetCriterion(nn.Module):
         onehot = torch.zeros_like(logits)
         for b, (q, t) in enumerate(indices):
             onehot[b, q, targets[b]["labels"][t]] = 1.0
-        return sigmoid_focal_loss(logits, onehot, self.cfg.focal_alpha, self.cfg.focal_gamma).sum() / num
+        loss = sigmoid_focal_loss(logits, onehot, self.cfg.focal_alpha, self.cfg.focal_gamma)
+        if all("text_valid" in t for t in targets):  # only the prompts known true / false for each image (collate)
+            loss = loss * torch.stack([t["text_valid"] for t in targets])[:, None, :].to(loss.dtype)
+        return loss.sum() / num
 
     def loss_boxes(self, boxes: Tensor, indices: list[tuple[Tensor, Tensor]], targets: list[dict], num: float) -> dict:
         src = torch.cat([boxes[b, q] for b, (q, _) in enumerate(indices)])
@@ -67,7 +80,7 @@ class SetCriterion(nn.Module):
         giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(src), box_cxcywh_to_xyxy(tgt)))
         return {"loss_bbox": F.l1_loss(src, tgt, reduction="sum") / num, "loss_giou": (1 - giou).sum() / num}
 
-    def loss_masks(self, masks: Tensor, indices: list[tuple[Tensor, Tensor]], targets: list[dict]) -> dict:
+    def loss_masks(self, masks: Tensor, indices: list[tuple[Tensor, Tensor]], targets: list[dict], num: float) -> dict:
         keep = [(b, q[targets[b]["has_mask"][t]], t[targets[b]["has_mask"][t]]) for b, (q, t) in enumerate(indices)]
         src = torch.cat([masks[b, q] for b, q, _ in keep])  # (N, h, w) logits
         if len(src) == 0:
@@ -79,15 +92,15 @@ class SetCriterion(nn.Module):
         pred = point_sample(src[:, None].float(), coords)
         with torch.no_grad():
             gt = point_sample(tgt[:, None], coords)
-        num = float(len(src))
         return {"loss_mask": F.binary_cross_entropy_with_logits(pred, gt, reduction="none").mean(1).sum() / num,
                 "loss_dice": dice_loss(pred, gt).sum() / num}
 
-    def layer_losses(self, logits: Tensor, boxes: Tensor, masks: Tensor | None, indices, targets, num: float) -> dict:
+    def layer_losses(self, logits: Tensor, boxes: Tensor, masks: Tensor | None, indices, targets, num: float,
+                     num_masks: float) -> dict:
         losses = {"loss_class": self.loss_class(logits, indices, targets, num)}
         losses.update(self.loss_boxes(boxes, indices, targets, num))
         if masks is not None:
-            losses.update(self.loss_masks(masks, indices, targets))
+            losses.update(self.loss_masks(masks, indices, targets, num_masks))
         return losses
 
     # --- the whole criterion ------------------------------------------------------------------------------------
@@ -95,29 +108,28 @@ class SetCriterion(nn.Module):
                 prompt_targets: Tensor | None = None) -> dict[str, Tensor]:
         """One Hungarian matching per layer over all matched queries (learnable and conditional as one set); prompted
         queries take their target from `prompt_targets` (B, P) (-1 = padding). Returns every term and "loss"."""
-        num = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            n = torch.tensor([num], device=outputs.layers[-1].logits.device)
-            torch.distributed.all_reduce(n)
-            num = max(n.item() / torch.distributed.get_world_size(), 1.0)
+        num, num_masks = global_mean_counts([sum(len(t["labels"]) for t in targets),
+                                             sum(int(t["has_mask"].sum()) for t in targets)], outputs.layers[-1].logits.device)
         losses: dict[str, Tensor] = {}
         last = len(outputs.layers) - 1
         for i, layer in enumerate(outputs.layers):
-            losses.update(self.matched_losses(layer.select(outputs.matched), targets, num, "" if i == last else f"_{i}"))
+            losses.update(self.matched_losses(layer.select(outputs.matched), targets, num, num_masks,
+                                              "" if i == last else f"_{i}"))
         if outputs.interm is not None:
-            losses.update(self.matched_losses(outputs.interm, targets, num, "_interm"))
+            losses.update(self.matched_losses(outputs.interm, targets, num, num_masks, "_interm"))
         if outputs.num_prompted and prompt_targets is not None:
             indices = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in prompt_targets.cpu()]
             num_prompted = max(float(sum(len(q) for q, _ in indices)), 1.0)
             for i, layer in enumerate(outputs.layers):
                 p = layer.select(outputs.prompted)
                 suffix = "_prompt" if i == last else f"_prompt_{i}"
-                terms = self.layer_losses(p.logits, p.boxes, p.masks, indices, targets, num_prompted)
+                terms = self.layer_losses(p.logits, p.boxes, p.masks, indices, targets, num_prompted, num_prompted)
                 losses.update({k + suffix: v for k, v in terms.items()})
         losses["loss"] = torch.stack([v * self.weight_dict[k] for k, v in losses.items()]).sum()
         return losses
 
-    def matched_losses(self, out: LayerOutputs, targets: list[dict], num: float, suffix: str) -> dict[str, Tensor]:
+    def matched_losses(self, out: LayerOutputs, targets: list[dict], num: float, num_masks: float,
+                       suffix: str) -> dict[str, Tensor]:
         indices = self.matcher(out.logits, out.boxes, out.masks, targets)
-        terms = self.layer_losses(out.logits, out.boxes, out.masks, indices, targets, num)
+        terms = self.layer_losses(out.logits, out.boxes, out.masks, indices, targets, num, num_masks)
         return {k + suffix: v for k, v in terms.items()}

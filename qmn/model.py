@@ -65,7 +65,7 @@ class QueryMeldNet(nn.Module):
         return F.normalize(self.text_proj(emb), dim=-1)
 
     def build_queries(self, memory: Tensor, shapes: list[tuple[int, int]], text: Tensor, mask_map: Tensor,
-                      prompts: Prompts | None) -> tuple[QuerySet, LayerOutputs | None]:
+                      prompts: Prompts | None, mask_features: Tensor) -> tuple[QuerySet, LayerOutputs | None]:
         """Concatenate [learnable | conditional | prompted] queries; returns them and the encoder proposals."""
         b = memory.shape[0]
         contents, refs, interm, num_conditional, num_prompted = [], [], None, 0, 0
@@ -75,6 +75,9 @@ class QueryMeldNet(nn.Module):
             refs.append(r)
         if self.conditional_queries is not None:
             c, r, interm = self.conditional_queries(memory, shapes, text, self.cfg.num_conditional)
+            if self.cfg.interm_mask_loss and self.training:  # Mask DINO: proposals' masks train the encoder too
+                interm.masks = self.mask_head(self.decoder.norm(c), mask_features)
+            c = c.detach()
             contents.append(c)
             refs.append(r)
             num_conditional = c.shape[1]
@@ -91,7 +94,8 @@ class QueryMeldNet(nn.Module):
         feats = self.backbone(images)
         enc = self.encoder(feats)
         text = self.encode_text(texts)[None].expand(images.shape[0], -1, -1)  # (T, C) -> (B, T, C)
-        queries, interm = self.build_queries(enc.memory, enc.spatial_shapes, text, enc.level_map(0), prompts)
+        queries, interm = self.build_queries(enc.memory, enc.spatial_shapes, text, enc.level_map(0), prompts,
+                                             enc.mask_features)
         dec = self.decoder(queries, enc.memory, enc.spatial_shapes)
         layers = [LayerOutputs(self.class_head(h, text), boxes, self.mask_head(h, enc.mask_features))
                   for h, boxes in zip(dec.hidden, dec.boxes)]

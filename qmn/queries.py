@@ -71,7 +71,8 @@ class ConditionalQueries(nn.Module):
 
     def forward(self, memory: Tensor, shapes: list[tuple[int, int]], text: Tensor,
                 k: int) -> tuple[Tensor, Tensor, LayerOutputs]:
-        """memory (B, S, C), text (B, T, C) -> content (B, K, C), reference (B, K, 4), proposals for the interm loss."""
+        """memory (B, S, C), text (B, T, C) -> content (B, K, C) (not detached: the caller detaches it for the decoder
+        and gives it to the mask head for the interm mask loss), reference (B, K, 4), proposals for the interm loss."""
         tokens = self.enc_norm(self.enc_output(memory))
         logits = self.class_head(tokens, text)  # (B, S, T)
         anchors = encoder_anchors(shapes, memory.device)[None].expand(memory.shape[0], -1, -1).to(memory.dtype)
@@ -80,7 +81,7 @@ class ConditionalQueries(nn.Module):
         top = logits.max(-1).values.topk(k, dim=1).indices  # (B, K)
         gather = lambda x: torch.gather(x, 1, top[..., None].expand(-1, -1, x.shape[-1]))  # noqa: E731
         proposals = LayerOutputs(gather(logits), gather(boxes), None)
-        return gather(tokens).detach(), proposals.boxes.detach(), proposals
+        return gather(tokens), proposals.boxes.detach(), proposals
 
 
 class LearnableQueries(nn.Module):

@@ -93,10 +93,12 @@ def trained(micro_cfg, tmp_path_factory):
 
 
 def box_prompt_scores(model: QueryMeldNet, samples: list[Sample]) -> tuple[list[float], list[float]]:
-    """Per object: (IoU with the object, fraction of the predicted mask inside the GT box) from its GT box."""
+    """Per object: (IoU with the object, fraction of the predicted mask inside the GT box) from its GT box, on the whole
+    image (the scale the micro model was trained at; look-closely crops are tested in test_interactive.py)."""
     ious, inside = [], []
     for s in samples:
-        pred = Predictor(model).predict(s.image, None, "instance", boxes=[a.box for a in s.annotations])
+        pred = Predictor(model).predict(s.image, None, "instance", boxes=[a.box for a in s.annotations],
+                                        look_closely=False)
         assert len(pred.segments) == len(s.annotations)
         for ann, seg in zip(s.annotations, pred.segments):
             ious.append(box_prompt.mask_iou(seg.mask, ann.mask))

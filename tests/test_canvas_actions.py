@@ -3,6 +3,7 @@ with the model's point query, keys pick classes and review, strokes paint, an ed
 reshapes a mask. A stand-in host answers point prompts with a disc (no model weights needed)."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,8 @@ from app.workspace import Workspace
 from qmn.data.mask_codec import mask_to_polygons
 
 SHAPE = (96, 128)
-INPUTS = Inputs(prompts="cell, nucleus", task="instance", box_method="grabcut")
+INPUTS = Inputs(prompts="cell, nucleus", task="instance", box_method="model")  # clicks go to the (stand-in) model
+GRABCUT = dataclasses.replace(INPUTS, box_method="grabcut")
 
 
 class DiscHost:
@@ -92,17 +94,32 @@ def test_review_keys_and_undo(session):
     assert session.ann.region(rid).review == "edited"
 
 
+def test_grabcut_clicks_need_no_model_and_follow_negative_clicks(tmp_path):
+    """The default fill: GrabCut seeded by the clicks and the previous mask; the model is never asked."""
+    ws = Workspace(tmp_path)
+    image = np.full((*SHAPE, 3), 40, np.uint8)
+    image[30:60, 30:70] = (220, 200, 60)  # a bright object on a dark ground
+    s = SessionState()
+    s.open_image(ws, ws.add_image_array("photo", image))
+    host, canvas, inputs = DiscHost(), CanvasState(), GRABCUT
+    assert handle(s, host, canvas, PointEvent(50.5, 45.5), inputs).ok
+    mask = s.ann.region(s.selected).mask
+    assert mask[45, 50] and not mask[80, 100] and not host.calls
+    assert handle(s, host, canvas, PointEvent(65.5, 45.5, positive=False), inputs).ok
+    assert len(s.ann.regions) == 1 and not s.ann.region(s.selected).mask[45, 65] and not host.calls
+
+
 def test_stroke_box_and_outline(session):
     host, canvas = DiscHost(), CanvasState()
-    assert handle(session, host, canvas, StrokeEvent(((20.5, 20.5), (30.5, 20.5)), 3.0), INPUTS).ok
+    assert handle(session, host, canvas, StrokeEvent(((20.5, 20.5), (30.5, 20.5)), 3.0), GRABCUT).ok
     painted = session.ann.region(session.selected)
     assert painted.mask[20, 25] and painted.label == "cell"
-    handle(session, host, canvas, StrokeEvent(((25.5, 20.5),), 2.0, erase=True), INPUTS)
+    handle(session, host, canvas, StrokeEvent(((25.5, 20.5),), 2.0, erase=True), GRABCUT)
     assert not session.ann.region(painted.id).mask[20, 25]
-    assert handle(session, host, canvas, BoxEvent((60.0, 30.0, 100.0, 70.0)), INPUTS).ok
+    assert handle(session, host, canvas, BoxEvent((60.0, 30.0, 100.0, 70.0)), GRABCUT).ok
     boxed = session.ann.region(session.selected)
     assert boxed.id != painted.id and boxed.mask[30:70, 60:100].any() and not boxed.mask[:, :50].any()
     ring = list(mask_to_polygons(np.pad(np.ones((10, 10), bool), ((40, 46), (5, 113))))[0])
-    assert handle(session, host, canvas, PolygonEvent(boxed.id, (tuple(ring),)), INPUTS).ok
+    assert handle(session, host, canvas, PolygonEvent(boxed.id, (tuple(ring),)), GRABCUT).ok
     assert session.ann.region(boxed.id).area == 100
-    assert not handle(session, host, canvas, PolygonEvent(999, (tuple(ring),)), INPUTS).ok
+    assert not handle(session, host, canvas, PolygonEvent(999, (tuple(ring),)), GRABCUT).ok

@@ -82,7 +82,7 @@ def write_autosave(target: Path, version: int) -> None:
     """The app's autosave of image `a.png` in the workspace that holds `target`'s .qmn folder."""
     workspace = Workspace(target.parents[2])
     regions = [Region(i + 1, f"thing{i}", mask, score=0.5) for i, mask in enumerate(AUTOSAVE_MASKS)]
-    workspace.save(ImageAnnotations("a.png", 256, 256, prompts=[f"v{version}"], regions=regions, state="corrected"))
+    workspace.save(ImageAnnotations("a.png", 256, 256, prompts=[f"v{version}"], regions=regions, done=True))
 
 
 def check_autosave(target: Path) -> int:

@@ -146,3 +146,21 @@ def test_resized_masks_stay_aligned_with_the_image(size):
     offset = np.argwhere(seen).mean(0) - np.argwhere(resized).mean(0)
     assert np.abs(offset).max() < 0.6, "OpenCV's plain INTER_NEAREST would shift the mask"
     assert (seen & resized).sum() / (seen | resized).sum() > 0.9
+
+
+def test_native_scale_crops_keep_small_objects_at_their_photo_size():
+    """A 1280 x 1024 photo of 60 px squares: whole-photo LSJ at scale 1 makes them 12 px; crops at the photo's own
+    scale (max_side) keep them 60 px, as the tiled predictor will see them."""
+    image = np.zeros((1024, 1280, 3), np.uint8)
+    annotations = []
+    for y in range(0, 1024, 128):
+        for x in range(0, 1280, 128):
+            mask = np.zeros((1024, 1280), bool)
+            mask[y + 30:y + 90, x + 30:x + 90] = True
+            annotations.append(Annotation.from_mask("nut", mask))
+    sample = Sample(image, annotations, "instance")
+    widths = lambda s: {int(a.box[2] - a.box[0]) for a in s.annotations if a.box[0] > 0 and a.box[2] < 256}  # noqa: E731
+    native = TrainTransform(256, flip=False, scale_range=(1.0, 1.0), max_side=2048)(sample, np.random.default_rng(0))
+    whole = TrainTransform(256, flip=False, scale_range=(1.0, 1.0))(sample, np.random.default_rng(0))
+    assert native.image.shape[:2] == whole.image.shape[:2] == (256, 256)
+    assert widths(native) == {60} and widths(whole) == {12}

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=float, help="passes over the training images (sets --steps)")
     p.add_argument("--batch-size", type=int, default=4, help="images per process per step (default 4)")
     p.add_argument("--image-size", type=int, help="training square side in pixels (default: the preset's)")
+    p.add_argument("--native-max-side", default="auto",
+                   help="train on crops at the photos' own scale and predict in tiles, photos capped at this long side; "
+                        "0 = shrink whole photos to --image-size; auto (default) = from the folder when fine-tuning "
+                        "(--init): its median long side, at most 4x the image size, when that is over 2x the image size")
     p.add_argument("--lr", type=float, default=2e-4, help="base learning rate; backbone and text encoder get x0.1")
     p.add_argument("--backbone-lr-mult", type=float, default=0.1,
                    help="lr multiplier of backbone and text encoder (0.1 for pretrained ones; 1.0 from scratch)")
@@ -66,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     return p
+
+
+def native_max_side(choice: str, data, image_size: int) -> int | None:
+    """--native-max-side for a fine-tune: a number as given; "auto" looks at the folder's photos (a sample of 20)."""
+    if choice != "auto":
+        return int(choice)
+    sides = [max(part[i].image.shape[:2]) for part in data.train for i in range(min(20, len(part)))]
+    if not sides:
+        return None
+    median = int(sorted(sides)[len(sides) // 2])
+    return min(median, 4 * image_size) if median > 2 * image_size else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,11 +107,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             cfg = model.cfg
             if args.image_size:
                 model.cfg = cfg = config_with(cfg, image_size=args.image_size)
+            model.cfg = cfg = config_with(cfg, native_max_side=native_max_side(args.native_max_side, data, cfg.image_size))
         else:
             cfg = get_preset(args.preset)
             if args.query_mode:
                 cfg = cfg.with_query_mode(args.query_mode)
             cfg = config_with(cfg, image_size=args.image_size, train_text_encoder=True if args.train_text else None)
+            if args.native_max_side != "auto":
+                cfg = config_with(cfg, native_max_side=int(args.native_max_side))
             torch.manual_seed(args.seed)
             model = QueryMeldNet(cfg)
         if args.freeze_text and cfg.train_text_encoder:

@@ -16,7 +16,7 @@ from qmn.config import QMNConfig
 from qmn.data.folder import load_dataset
 from qmn.data.mixing import DataSpec, DatasetSpec, MixedDataset, RatioSampler, holdout_split, load_data_spec
 from qmn.data.sample import Sample
-from qmn.data.transforms import TrainTransform
+from qmn.data.transforms import LSJ_SCALE_RANGE, NATIVE_SCALE_RANGE, TrainTransform
 
 
 class Subset(Sequence[Sample]):
@@ -120,6 +120,8 @@ def make_loader(data: TrainingData, cfg: QMNConfig, batch_size: int, seed: int, 
     ratio = RatioSampler(mixture.sizes, data.spec.ratios, num_samples=steps_per_epoch * batch_size * world, seed=seed,
                          weighting=data.spec.weighting)
     sampler = StepBatchSampler(ratio, batch_size, world, rank, start_step, total_steps, steps_per_epoch)
-    dataset = TransformedMixture(mixture, TrainTransform(cfg.image_size), seed)
+    scales = NATIVE_SCALE_RANGE if cfg.native_max_side else LSJ_SCALE_RANGE
+    transform = TrainTransform(cfg.image_size, scale_range=scales, max_side=cfg.native_max_side)
+    dataset = TransformedMixture(mixture, transform, seed)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collator(cfg, seed, rank), num_workers=workers,
                       persistent_workers=False, pin_memory=torch.cuda.is_available())

@@ -19,6 +19,12 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_mult
     return [{"params": ps, "lr": g_lr, "initial_lr": g_lr, "weight_decay": wd} for (g_lr, wd), ps in groups.items()]
 
 
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, backbone_multiplier: float = 0.1) -> torch.optim.AdamW:
+    """AdamW over `param_groups`. foreach=True also on CPU, where torch's default is a Python loop over the ~330
+    tensors of the tiny model: the multi-tensor kernels cut the optimizer step's time by about half there."""
+    return torch.optim.AdamW(param_groups(model, lr, weight_decay, backbone_multiplier), lr=lr, foreach=True)
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...] = (0.9, 0.95),
               time_fraction: float = 0.0) -> float:
     """Multiplier of the base lr at `step` (0-based). With a wall-clock budget, `time_fraction` (elapsed / budget)

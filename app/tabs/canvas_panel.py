@@ -24,7 +24,7 @@ def wire(studio: Studio, ui: Annotate, panel: Correct, model_events: dict) -> No
     host = studio.host
 
     def inputs(prompts: str, task: str, label: str, box_method: str) -> Inputs:
-        return Inputs(prompts or "", task or "instance", label or "", box_method or "model")
+        return Inputs(prompts or "", task or "instance", label or "", box_method or "grabcut")
 
     def gesture(session: SessionState, canvas: CanvasState, prompts: str, task: str, label: str, box_method: str,
                 evt: gr.EventData) -> tuple:

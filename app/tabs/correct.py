@@ -72,8 +72,9 @@ def build() -> Correct:
         redo_btn = gr.Button("Redo", elem_id="redo-btn", size="sm")
     click_mode = gr.Radio(["select", "box"], value="select", label="Click on the image to",
                           info="box: click two opposite corners", elem_id="click-mode")
-    box_method = gr.Radio(["model", "grabcut"], value="model", label="Box fills with",
-                          info="the model's box prompt (GrabCut if it finds nothing) or GrabCut")
+    box_method = gr.Radio(["grabcut", "model"], value="grabcut", label="Boxes and clicks fill with",
+                          info="GrabCut seeded by the box / clicks (best on held-out photos: bench/interactive.py) "
+                               "or the model's prompted query")
     with gr.Accordion("Brush", open=False):
         editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Paint, then Add or Erase",
                                 brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed"), layers=False, transforms=(),

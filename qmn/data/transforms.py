@@ -20,8 +20,10 @@ import numpy as np
 
 from qmn.data.phrases import mirror_phrase
 from qmn.data.sample import Annotation, Sample, mask_to_box
+from qmn.tiling import inference_scale
 
 LSJ_SCALE_RANGE = (0.1, 2.0)
+NATIVE_SCALE_RANGE = (0.5, 1.5)  # jitter around the photo's own scale: small objects stay as many pixels as at test
 PAD_VALUE = 128  # image padding grey: close to the pixel mean, so it normalises to about zero
 MIN_BOX_SIDE = 1.0  # a box-only annotation thinner than this (pixels) after a crop is dropped
 
@@ -103,16 +105,20 @@ def large_scale_jitter(
     rng: np.random.Generator,
     scale_range: tuple[float, float] = LSJ_SCALE_RANGE,
     pad_value: int = PAD_VALUE,
+    max_side: int = 0,
 ) -> Sample:
     """LSJ: fit the image in (s*size)^2 for s ~ U(scale_range), then a random size x size crop / pad.
 
     As detectron2's ResizeScale + FixedSizeCrop (Copy-Paste, Mask DINO): padding goes right and bottom.
+    `max_side` > 0: s scales the photo's own resolution instead (as `qmn.tiling` predicts: capped at `max_side`), so a
+    1280 px photo gives 256 px crops of 60 px objects rather than a 256 px photo of 12 px ones.
     """
     low, high = scale_range
     if not 0 < low <= high:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
     h, w = sample.image.shape[:2]
-    scale = rng.uniform(low, high) * size / max(h, w)
+    base = inference_scale(h, w, size, max_side) if max_side > 0 else size / max(h, w)
+    scale = rng.uniform(low, high) * base
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
     scaled = scale_to(sample, new_h, new_w)
     x0 = int(rng.integers(0, new_w - size + 1)) if new_w > size else 0
@@ -151,7 +157,8 @@ class TrainTransform:
     """
 
     def __init__(
-        self, size: int, lsj: bool = True, flip: bool = True, scale_range: tuple[float, float] = LSJ_SCALE_RANGE
+        self, size: int, lsj: bool = True, flip: bool = True, scale_range: tuple[float, float] = LSJ_SCALE_RANGE,
+        max_side: int = 0,
     ) -> None:
         if size < 1:
             raise ValueError(f"TrainTransform size must be >= 1, got {size}")
@@ -159,10 +166,11 @@ class TrainTransform:
         self.lsj = lsj
         self.flip = flip
         self.scale_range = tuple(scale_range)
+        self.max_side = max_side
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if self.lsj:
-            out = large_scale_jitter(sample, self.size, rng, self.scale_range)
+            out = large_scale_jitter(sample, self.size, rng, self.scale_range, max_side=self.max_side)
         else:
             out = resize(sample, self.size)
         if self.flip and rng.random() < 0.5:
@@ -170,4 +178,4 @@ class TrainTransform:
         return out
 
     def __repr__(self) -> str:
-        return f"TrainTransform(size={self.size}, lsj={self.lsj}, flip={self.flip}, scale_range={self.scale_range})"
+        return f"TrainTransform(size={self.size}, lsj={self.lsj}, flip={self.flip}, scale_range={self.scale_range}, max_side={self.max_side})"
