@@ -20,7 +20,6 @@ from app.training_set import HOLDOUT
 from train.log import read_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EVAL_EVERY = 50  # steps between held-out evaluations (keeps the best checkpoint)
 LOG_EVERY = 1  # one loss point per step: a short run still draws a curve
 PHASE_NOTES = {
     "preparing": "loading the model and scoring the current one on the held-out images",
@@ -30,10 +29,11 @@ PHASE_NOTES = {
 
 
 def finetune_command(data_dir: Path, init_ckpt: Path, minutes: float, out_dir: Path) -> list[str]:
+    """The shell's fine-tune (`python -m train --init`, its defaults: held-out evaluations, best weights kept, early
+    stop) with the app's held-out fraction and a loss point per step."""
     return [
         sys.executable, "-m", "train", "--data", str(data_dir), "--init", str(init_ckpt),
-        "--max-minutes", f"{minutes:g}", "--out", str(out_dir), "--eval-every", str(EVAL_EVERY),
-        "--log-every", str(LOG_EVERY), "--holdout", str(HOLDOUT),
+        "--max-minutes", f"{minutes:g}", "--out", str(out_dir), "--log-every", str(LOG_EVERY), "--holdout", str(HOLDOUT),
     ]
 
 

@@ -101,8 +101,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--top-classes", type=int, default=0)
     p.add_argument("--mosaics", type=int, default=0, help="build N 2x2 full-resolution mosaics of --data first")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the trainer (2)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     data, classes = args.data, None
@@ -110,10 +109,9 @@ def main() -> None:
         data = build_mosaics(args.data, args.out / "data", args.mosaics)
     if args.top_classes:
         data, classes = restrict_to_top_classes(args.data, args.out / "data", args.top_classes)
-    cmd = [sys.executable, "-m", "train", "--data", str(data), "--init", args.checkpoint, "--holdout", "0.2",
-           "--max-minutes", str(args.minutes), "--steps", "100000", "--batch-size", str(args.batch_size), "--lr",
-           str(args.lr), "--backbone-lr-mult", "1.0", "--grad-clip", "1.0", "--threads", "1", "--eval-images", "1000",
-           "--save-every", "100", "--out", str(args.out / "run")]
+    # the README's fine-tune command, nothing more (its defaults are what is measured), plus the thread count
+    cmd = [sys.executable, "-m", "train", "--data", str(data), "--init", args.checkpoint, "--max-minutes",
+           str(args.minutes), "--threads", str(args.threads), "--out", str(args.out / "run")]
     print(" ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     report = json.loads((args.out / "run" / "before_after.json").read_text())

@@ -80,8 +80,9 @@ def _to_photo(segment: Segment, window: Window, scaled_hw: tuple[int, int], phot
 
 
 def tiled_predict(image: np.ndarray, predict_fn: Callable[[np.ndarray], Prediction], task: str, prompts: list[str],
-                  tile: int, overlap: int, max_side: int) -> Prediction:
-    """`image` (H, W, 3) uint8 at its own scale (capped by `max_side`), window by window through `predict_fn`."""
+                  tile: int, overlap: int, max_side: int, max_segments: int = 100) -> Prediction:
+    """`image` (H, W, 3) uint8 at its own scale (capped by `max_side`), window by window through `predict_fn`; at most
+    `max_segments` instances, the best-scoring ones (as one whole-image pass keeps its top 100)."""
     photo_hw = image.shape[:2]
     scale = inference_scale(*photo_hw, tile, max_side)
     scaled_hw = (max(1, round(photo_hw[0] * scale)), max(1, round(photo_hw[1] * scale)))
@@ -92,16 +93,20 @@ def tiled_predict(image: np.ndarray, predict_fn: Callable[[np.ndarray], Predicti
         raise ValueError(f"tiled inference supports {', '.join(TILED_TASKS)}, not {task!r}")
     semantic = np.full(scaled_hw, -1, np.int32)
     best: dict[str, Segment] = {}  # semantic: per label, its best-scoring window segment
+    answered: list[tuple[Segment, Window]] = []  # instance / detection: each window's segments in its core
     for window in tile_windows(*scaled_hw, tile, overlap):
         pred = predict_fn(np.ascontiguousarray(scaled[window.y0:window.y1, window.x0:window.x1]))
         if task != "semantic":
-            out.segments += [_to_photo(s, window, scaled_hw, photo_hw) for s in pred.segments if _in_core(s, window)]
+            answered += [(s, window) for s in pred.segments if _in_core(s, window)]
             continue
         x0, y0, x1, y1 = window.core
         semantic[y0:y1, x0:x1] = pred.semantic[y0 - window.y0:y1 - window.y0, x0 - window.x0:x1 - window.x0]
         for s in pred.segments:
             if s.label not in best or s.score > best[s.label].score:
                 best[s.label] = s
+    # the photo's best `max_segments` (COCO's maxDets) are pasted at full size; the rest never cost a full mask
+    answered.sort(key=lambda pair: -pair[0].score)
+    out.segments += [_to_photo(s, window, scaled_hw, photo_hw) for s, window in answered[:max_segments]]
     if task == "semantic":
         if scaled_hw != photo_hw:
             semantic = cv2.resize(semantic, photo_hw[::-1], interpolation=cv2.INTER_NEAREST)

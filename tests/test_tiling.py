@@ -67,3 +67,19 @@ def test_capped_photo_maps_back_to_photo_pixels():
     assert len(pred.segments) == 1
     assert np.allclose(pred.segments[0].box, [600, 400, 680, 480], atol=2)
     assert pred.segments[0].mask.shape == (800, 1000)
+
+
+def test_only_the_best_segments_of_all_windows_are_kept():
+    """At an AP threshold every window answers ~100 segments; the photo keeps its best `max_segments` (as a
+    whole-image pass keeps its top 100) instead of pasting thousands of full-size masks."""
+    image = np.zeros((600, 900, 3), np.uint8)
+    for k, x in enumerate(range(20, 860, 60)):
+        image[280:320, x:x + 40] = 255 - k  # each blob's score follows its brightness
+    scored = lambda window: Prediction("instance", ["nut"], [  # noqa: E731
+        Segment(s.label, float(window[s.mask].mean()) / 255, s.mask, s.box, s.query_type)
+        for s in _fake_model(window).segments], image_size=window.shape[:2])
+    everything = tiled_predict(image, scored, "instance", ["nut"], tile=256, overlap=64, max_side=4096)
+    best = tiled_predict(image, scored, "instance", ["nut"], tile=256, overlap=64, max_side=4096, max_segments=5)
+    assert len(everything.segments) == 14 and len(best.segments) == 5
+    assert [s.score for s in best.segments] == [s.score for s in everything.segments[:5]]
+    assert sorted(int(s.box[0]) for s in best.segments) == [20, 80, 140, 200, 260]

@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+import train.cli
 import train.trainer
 from qmn import load_model
 from qmn.checkpoint import read_safetensors
@@ -283,3 +285,47 @@ def test_help_names_the_main_flags_and_bad_data_is_one_clear_line(capsys, tmp_pa
     assert main(["--data", str(missing), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(missing) in err
+
+
+# ---------------------------------------------------------------------------------------------- fine-tune defaults
+def test_fine_tuning_with_no_flags_watches_held_out_and_keeps_the_best(scenes, micro_ckpt, tmp_path, monkeypatch):
+    """--init with no schedule flags: 5 evaluations, stop after 2 without a better score, keep the best weights (and
+    report the best's metrics as "after"). Held-out scores are scripted: best at the 2nd evaluation."""
+    scripted = iter([0.10, 0.30, 0.50, 0.20, 0.25, 0.1, 0.1, 0.1])  # before, then one per evaluation
+
+    def evaluate_heldout(model, data, max_images):
+        return {"score": next(scripted), "weight_sum": float(sum(p.double().sum() for p in model.parameters()))}
+
+    monkeypatch.setattr(train.trainer, "evaluate_heldout", evaluate_heldout)
+    monkeypatch.setattr(train.cli, "evaluate_heldout", evaluate_heldout)
+    out = tmp_path / "ft"
+    argv = ["--data", str(scenes), "--init", str(micro_ckpt), "--out", str(out), "--steps", "20", "--batch-size", "2",
+            "--lr", "1e-3", "--log-every", "1", "--threads", "1"]
+    assert main(argv) == 0
+    log = read_jsonl(out / "log.jsonl")
+    evals = [r for r in log if "eval" in r]
+    assert [r["step"] for r in evals] == [4, 8, 12, 16]  # every 20 // 5 steps; 12 and 16 are not better than 8
+    assert log[-1]["event"].startswith("stopped early") and log[-1]["step"] == 16
+    report = json.loads((out / "before_after.json").read_text())
+    assert report["before"]["score"] == 0.10 and report["after"]["score"] == 0.50
+    kept = read_safetensors(out / "last.safetensors")
+    best = read_safetensors(out / "best.safetensors")
+    assert all(torch.equal(kept[k], best[k]) for k in best)
+    assert load_model(out / "last.safetensors").record["heldout_metrics"]["score"] == 0.50
+
+
+def test_schedule_defaults_follow_the_checkpoint_and_explicit_flags_win():
+    from train.cli import build_parser, schedule_defaults
+
+    scratch, pretrained = SimpleNamespace(backbone_pretrained=""), SimpleNamespace(backbone_pretrained="hub")
+    ft = build_parser().parse_args(["--data", "d", "--out", "o", "--init", "c.safetensors", "--max-minutes", "10"])
+    assert schedule_defaults(ft, scratch, 1000) == {"backbone_lr_mult": 1.0, "grad_clip": 1.0, "eval_every": 0,
+                                                     "eval_minutes": 2.0, "patience": 2}
+    assert schedule_defaults(ft, pretrained, 1000)["backbone_lr_mult"] == 0.1
+    new = build_parser().parse_args(["--data", "d", "--out", "o", "--steps", "100"])
+    assert schedule_defaults(new, scratch, 100) == {"backbone_lr_mult": 1.0, "grad_clip": 0.1, "eval_every": 0,
+                                                    "eval_minutes": 0.0, "patience": 0}
+    explicit = build_parser().parse_args(["--data", "d", "--out", "o", "--init", "c", "--patience", "0",
+                                          "--eval-every", "7", "--grad-clip", "0.5"])
+    got = schedule_defaults(explicit, scratch, 1000)
+    assert (got["patience"], got["eval_every"], got["grad_clip"]) == (0, 7, 0.5)

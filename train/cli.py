@@ -48,16 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "0 = shrink whole photos to --image-size; auto (default) = from the folder when fine-tuning "
                         "(--init): its median long side, at most 4x the image size, when that is over 2x the image size")
     p.add_argument("--lr", type=float, default=2e-4, help="base learning rate; backbone and text encoder get x0.1")
-    p.add_argument("--backbone-lr-mult", type=float, default=0.1,
-                   help="lr multiplier of backbone and text encoder (0.1 for pretrained ones; 1.0 from scratch)")
+    p.add_argument("--backbone-lr-mult", type=float, default=None,
+                   help="lr multiplier of backbone and text encoder (default: 0.1 for a pretrained backbone, 1.0 for one "
+                        "trained from scratch, as the bundled model's)")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default min(200, 5%% of steps))")
-    p.add_argument("--grad-clip", type=float, default=0.1)
+    p.add_argument("--grad-clip", type=float, default=None,
+                   help="max gradient norm (default 0.1; 1.0 when fine-tuning with --init)")
     p.add_argument("--freeze-backbone", action="store_true", help="do not train the image backbone")
     p.add_argument("--freeze-text", action="store_true", help="keep the text encoder frozen (the default for MiniLM)")
     p.add_argument("--train-text", action="store_true", help="also train the text encoder (lr x0.1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out parts every N steps; keeps best.safetensors")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="evaluate on held-out parts every N steps; keeps best.safetensors (default 0; with --init and no "
+                        "--max-minutes: 5 evaluations over --steps)")
+    p.add_argument("--eval-minutes", type=float, default=None,
+                   help="evaluate every M minutes of training (default 0; with --init and --max-minutes: a fifth of it); "
+                        "evaluations do not count against --max-minutes")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after this many evaluations without a better held-out score, then keep the best weights "
+                        "(default 0 = never; 2 with --init)")
     p.add_argument("--eval-images", type=int, default=50, help="max held-out images per dataset per evaluation")
     p.add_argument("--holdout", type=float, default=None,
                    help="held-out fraction for a plain --data folder (default 0.2 with --init, else 0)")
@@ -81,6 +91,25 @@ def native_max_side(choice: str, data, image_size: int) -> int | None:
         return None
     median = int(sorted(sides)[len(sides) // 2])
     return min(median, 4 * image_size) if median > 2 * image_size else 0
+
+
+def schedule_defaults(args: argparse.Namespace, cfg, steps: int) -> dict:
+    """What "fine-tune with no flags" means: with --init the folder is a user's, so the run watches its held-out part
+    (5 evaluations), keeps the best weights and stops when they stop improving; a backbone trained from scratch (the
+    bundled model's) learns at the full lr. Explicit flags always win."""
+    fine_tune = bool(args.init)
+    eval_minutes = args.eval_minutes if args.eval_minutes is not None else (
+        args.max_minutes / 5 if fine_tune and args.max_minutes > 0 else 0.0)
+    eval_every = args.eval_every if args.eval_every is not None else (
+        max(1, steps // 5) if fine_tune and not eval_minutes else 0)
+    return {
+        "backbone_lr_mult": args.backbone_lr_mult if args.backbone_lr_mult is not None else (
+            0.1 if cfg.backbone_pretrained else 1.0),
+        "grad_clip": args.grad_clip if args.grad_clip is not None else (1.0 if fine_tune else 0.1),
+        "eval_every": eval_every,
+        "eval_minutes": eval_minutes,
+        "patience": args.patience if args.patience is not None else (2 if fine_tune else 0),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,8 +155,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         opts = TrainOptions(
             out=args.out, steps=steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
             warmup_steps=args.warmup if args.warmup is not None else min(200, max(1, steps // 20)),
-            backbone_lr_mult=args.backbone_lr_mult, grad_clip=args.grad_clip, seed=args.seed, log_every=args.log_every, save_every=args.save_every,
-            eval_every=args.eval_every, eval_images=args.eval_images, max_minutes=args.max_minutes, workers=args.workers,
+            seed=args.seed, log_every=args.log_every, save_every=args.save_every, eval_images=args.eval_images,
+            max_minutes=args.max_minutes, workers=args.workers, **schedule_defaults(args, cfg, steps),
             amp=not args.no_amp, freeze_backbone=args.freeze_backbone,
             command="python -m train " + " ".join(shlex.quote(a) for a in argv))
         trainer = Trainer(model, data, opts, device, dist)
@@ -141,7 +170,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         result = trainer.fit()
         if before is not None:
             model.eval()
-            after = evaluate_heldout(model, data, args.eval_images)
+            after = result["eval"] if "score" in result["eval"] else evaluate_heldout(model, data, args.eval_images)
             report = {"before": before, "after": after, "steps": result["step"], "heldout_images": sum(len(h) for h in data.heldout)}
             trainer.save(after)
             if dist.is_main:

@@ -42,6 +42,8 @@ class TrainOptions:
     log_every: int = 10
     save_every: int = 200
     eval_every: int = 0
+    eval_minutes: float = 0.0  # also evaluate every this many minutes of training (0 = only by steps)
+    patience: int = 0  # stop after this many evaluations without a new best (0 = never stop early)
     eval_images: int = 50
     max_minutes: float = 0.0
     workers: int = 0
@@ -99,6 +101,9 @@ class Trainer:
         self.module = module
         self.step = 0
         self.best = -math.inf
+        self.evals_since_best = 0
+        self.eval_seconds = 0.0  # wall time spent evaluating: not part of the training budget
+        self.last_eval_step = -1
         self.elapsed_before = 0.0  # wall seconds of earlier (interrupted) runs, for the record
 
     # ---------------------------------------------------------------- checkpoints
@@ -149,15 +154,44 @@ class Trainer:
     def evaluate(self) -> dict:
         if not self.dist.is_main or not any(len(h) for h in self.data.heldout):
             return {}
+        started, self.last_eval_step = time.time(), self.step
         self.model.eval()
         metrics = evaluate_heldout(self.model, self.data, self.opts.eval_images)
         self.model.train()
         append_jsonl(self.out / "log.jsonl", {"step": self.step, "eval": metrics})
         score = metrics.get("score")
         if score is not None and score > self.best:
-            self.best = score
+            self.best, self.evals_since_best = score, 0
             self.model.save(self.out / "best.safetensors", record=self.record(metrics))
+        else:
+            self.evals_since_best += 1
+        self.eval_seconds += time.time() - started
         return metrics
+
+    def eval_due(self, next_eval_s: float) -> bool:
+        """By steps (--eval-every) or by training minutes (--eval-minutes, rank 0's clock)."""
+        if not any(len(h) for h in self.data.heldout):
+            return False
+        if self.opts.eval_every and self.step % self.opts.eval_every == 0:
+            return True
+        return self.opts.eval_minutes > 0 and broadcast_flag(self.training_seconds() >= next_eval_s, self.dist, self.device)
+
+    def training_seconds(self) -> float:
+        """Wall seconds of this run spent training (evaluations excluded): what --max-minutes budgets."""
+        return time.time() - self.started - self.eval_seconds
+
+    def restore_best(self, last_eval: dict) -> dict:
+        """Load best.safetensors when it scored above the final weights; returns the kept weights' metrics."""
+        path = self.out / "best.safetensors"
+        if not (path.exists() and last_eval.get("score", -math.inf) < self.best):
+            return last_eval
+        from qmn.checkpoint import read_meta, read_safetensors
+
+        own = self.model.state_dict()
+        self.model.load_state_dict({k: v.to(own[k].dtype) for k, v in read_safetensors(path).items()})
+        if self.dist.is_main:
+            append_jsonl(self.out / "log.jsonl", {"step": self.step, "event": f"kept best.safetensors (score {self.best:.4f})"})
+        return (read_meta(path).get("record") or {}).get("heldout_metrics") or last_eval
 
     def fit(self) -> dict:
         opts = self.opts
@@ -170,12 +204,13 @@ class Trainer:
         bar = tqdm(total=opts.steps, initial=self.step, desc="train", unit="step", disable=not self.dist.is_main,
                    dynamic_ncols=True)
         window_start, window_images, last_eval = time.time(), 0, {}
-        stopped_early = False
+        stopped_early, end_event = False, "done"
+        next_eval_s = opts.eval_minutes * 60
         for step, batch in loader:
             torch.manual_seed(opts.seed * 1_000_003 + step * 101 + self.dist.rank)  # RNG state = f(seed, step, rank)
             time_fraction = 0.0
             if opts.max_minutes > 0:  # rank 0's clock, so every rank drops its lr at the same step
-                time_fraction = broadcast_value((time.time() - self.started) / (opts.max_minutes * 60), self.dist, self.device)
+                time_fraction = broadcast_value(self.training_seconds() / (opts.max_minutes * 60), self.dist, self.device)
             set_lr(self.optimizer, lr_factor(step, opts.steps, opts.warmup_steps, time_fraction=time_fraction))
             batch = batch.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -197,24 +232,29 @@ class Trainer:
                 append_jsonl(self.out / "log.jsonl", rec)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=rec["img_per_s"])
                 window_start, window_images = now, 0
-            if opts.eval_every and self.step % opts.eval_every == 0:
+            if self.eval_due(next_eval_s):
                 last_eval = self.evaluate() or last_eval
+                next_eval_s = self.training_seconds() + opts.eval_minutes * 60
                 barrier(self.dist)
+                if broadcast_flag(opts.patience > 0 and self.evals_since_best >= opts.patience, self.dist, self.device):
+                    stopped_early, end_event = True, f"stopped early: no better held-out score in {opts.patience} evaluations"
+                    break
             if self.step % opts.save_every == 0:
                 self.save(last_eval)
                 if self.dist.is_main:
                     plot_run(self.out / "log.jsonl", self.out / "plot.png")
-            over_budget = opts.max_minutes > 0 and (time.time() - self.started) > opts.max_minutes * 60
+            over_budget = opts.max_minutes > 0 and self.training_seconds() > opts.max_minutes * 60
             if broadcast_flag(over_budget, self.dist, self.device) and self.step < opts.steps:
-                stopped_early = True
+                stopped_early, end_event = True, "stopped at time budget"
                 break
         bar.close()
-        if opts.eval_every and (not last_eval or self.step % opts.eval_every):
+        if (opts.eval_every or opts.eval_minutes) and self.last_eval_step != self.step:
             last_eval = self.evaluate() or last_eval
+        last_eval = self.restore_best(last_eval)
         self.save(last_eval)
         if self.dist.is_main:
             plot_run(self.out / "log.jsonl", self.out / "plot.png")
-            append_jsonl(self.out / "log.jsonl", {"step": self.step, "event": "stopped at time budget" if stopped_early else "done"})
+            append_jsonl(self.out / "log.jsonl", {"step": self.step, "event": end_event})
         return {"step": self.step, "stopped_early": stopped_early, "eval": last_eval}
 
 
