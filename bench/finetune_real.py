@@ -3,6 +3,7 @@ AP50 on a fixed held-out split before and after (issue: "fine-tune on my labels"
 
     python bench/finetune_real.py --data ../shared/data/fruitsnuts --minutes 10 --out runs/ft/fruitsnuts
     python bench/finetune_real.py --data ../shared/data/coco128 --top-classes 5 --minutes 10 --out runs/ft/coco128
+    python bench/finetune_real.py --data ../shared/data/clothing --top-classes 6 --minutes 10 --out runs/ft/clothing
     python bench/finetune_real.py --data ../shared/data/fruitsnuts --mosaics 48 --minutes 10 --out runs/ft/mosaic
 
 `--mosaics N` first builds a narrow-domain folder of many small objects: N full-resolution 2 x 2 mosaics of the
@@ -10,7 +11,7 @@ photos (1600 x 1200 from 800 x 600 ones, ~36 objects of ~120 px each, ~19 px onc
 256). The held-out mosaics (the trainer's fixed 20% split of the N) are made only of photos no training mosaic uses,
 so nothing is tuned on the held-out objects.
 
-`--top-classes K` keeps only the K most frequent classes (every image is kept, so the held-out split, 20% by
+`--top-classes K` keeps only the K most frequent classes (by pixels for semantic label maps; every image is kept, so the held-out split, 20% by
 `holdout_split(n, 0.2, seed=0)`, is the same images the default model held out). Prints one JSON object.
 """
 from __future__ import annotations
@@ -33,15 +34,19 @@ from qmn.data.folder import load_dataset  # noqa: E402
 from qmn.data.image_io import write_png  # noqa: E402
 from qmn.data.mixing import holdout_split  # noqa: E402
 from qmn.data.sample import Annotation, Sample  # noqa: E402
+from qmn.data.semantic_folder import write_semantic_folder  # noqa: E402
 
 HELDOUT_PHOTO_FRACTION = 0.25
 
 
 def restrict_to_top_classes(src: Path, out: Path, k: int) -> tuple[Path, list[str]]:
-    """A COCO folder with the same images (copied: the loader refuses symlinks that leave a folder) and only the k
-    most frequent classes' annotations."""
-    dataset = load_dataset(src, task="instance")
-    counts = Counter(a.text for s in dataset for a in s.annotations)
+    """The same images (copied: the loader refuses symlinks that leave a folder) with only the k most frequent classes
+    (instances: by count; semantic maps: by pixels, the other classes' pixels become null = unlabeled)."""
+    dataset = load_dataset(src)
+    semantic = dataset.task == "semantic"
+    counts = Counter()
+    for s in dataset:
+        counts.update({a.text: int(a.mask.sum()) if semantic else 1 for a in s.annotations})
     keep = [name for name, _ in counts.most_common(k)]
     (out / "images").mkdir(parents=True, exist_ok=True)
     samples = []
@@ -50,9 +55,13 @@ def restrict_to_top_classes(src: Path, out: Path, k: int) -> tuple[Path, list[st
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(dataset.root / "images" / sample.image_id, link)
-        samples.append(Sample(sample.image, [a for a in sample.annotations if a.text in keep], "instance", sample.image_id))
-    write_coco_instances(samples, out / "annotations.json", categories=keep)
-    assert load_dataset(out, task="instance").image_ids == dataset.image_ids, "image order changed: split would differ"
+        samples.append(Sample(sample.image, [a for a in sample.annotations if a.text in keep], dataset.task,
+                              sample.image_id))
+    if semantic:
+        write_semantic_folder(samples, out, classes=keep)
+    else:
+        write_coco_instances(samples, out / "annotations.json", categories=keep)
+    assert load_dataset(out).image_ids == dataset.image_ids, "image order changed: split would differ"
     return out, keep
 
 
