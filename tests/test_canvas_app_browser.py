@@ -1,6 +1,7 @@
 """The canvas inside the real app (headless chromium via Playwright): on an opened folder, a box drag fills a mask
 (GrabCut, deterministic), a brush stroke paints into it, number keys relabel it, u undoes, a click prompts the
-model, n opens the next image; each step checked in the status line, the mask table and the canvas' own view.
+click fills a mask and a shift-click refines it, d marks the image done, n opens the next image, and the Export tab's
+zip holds exactly the done image (read with pycocotools); each step checked in the status line, the mask table and the canvas' own view.
 Screenshots go to a temp dir. Skips when /usr/bin/chromium or playwright is absent."""
 from __future__ import annotations
 
@@ -86,12 +87,41 @@ def test_canvas_drives_the_annotate_tab(url, tmp_path: Path):
         wait_status(page, "Undone.")
         page.keyboard.press("c")
         mouse.click(*at(0.5 * w, 0.5 * h))
-        status = wait_status(page, "click")  # a mask from 1 click, or the model's refusal: both say "click"
+        status = wait_status(page, "from 1 click")  # GrabCut seeded by the click (the app's default fill)
         assert "undo" in status
+        page.keyboard.down("Shift")
+        mouse.click(*at(0.9 * w, 0.9 * h))  # a negative click refines the same object
+        page.keyboard.up("Shift")
+        wait_status(page, "from 2 clicks")
+        assert [p[2] for p in canvas_view(page)["points"]] == [True, False]
         page.screenshot(path=str(tmp_path / "app_canvas.png"), full_page=True)
-        first = status.split("(")[0]
+        page.keyboard.press("d")
+        first = wait_status(page, "done").split("(")[0]
         page.keyboard.press("n")
         page.wait_for_function("t => !document.querySelector('#status').innerText.startsWith(t)", arg=first,
                                timeout=60_000)
         assert page.evaluate(ERRORS_JS) == 0
+        coco = export_through_the_page(page, tmp_path)
+        assert len(coco.imgs) == 1, "only the image marked done is exported"
+        names = {c["name"] for c in coco.cats.values()}
+        assert coco.anns and {coco.cats[a["category_id"]]["name"] for a in coco.anns.values()} <= names
+        assert all(coco.annToMask(a).any() for a in coco.anns.values())
         browser.close()
+
+
+def export_through_the_page(page, tmp_path: Path):
+    """Export tab -> Export -> download the zip the page links -> its instances.json read by pycocotools."""
+    import zipfile
+
+    from pycocotools.coco import COCO
+
+    page.get_by_role("tab", name="Export").click()
+    page.click("#export-btn")
+    link = page.locator("#export-file a[href]").first
+    link.wait_for(timeout=60_000)
+    body = page.request.get(link.get_attribute("href")).body()
+    (tmp_path / "export.zip").write_bytes(body)
+    with zipfile.ZipFile(tmp_path / "export.zip") as zf:
+        name = next(n for n in zf.namelist() if n.endswith("instances.json"))
+        zf.extract(name, tmp_path / "export")
+    return COCO(str(tmp_path / "export" / name))

@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from qmn.config import QUERY_MODES, get_preset, PRESETS
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native-max-side", default="auto",
                    help="train on crops at the photos' own scale and predict in tiles, photos capped at this long side; "
                         "0 = shrink whole photos to --image-size; auto (default) = from the folder when fine-tuning "
-                        "(--init): its median long side, at most 4x the image size, when that is over 2x the image size")
+                        "(--init): tiles when the whole-photo shrink leaves the median object under 32 px")
     p.add_argument("--lr", type=float, default=2e-4, help="base learning rate; backbone and text encoder get x0.1")
     p.add_argument("--backbone-lr-mult", type=float, default=None,
                    help="lr multiplier of backbone and text encoder (default: 0.1 for a pretrained backbone, 1.0 for one "
@@ -82,15 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SMALL_OBJECT_PX = 32  # COCO's "small" side: below it, in model pixels, a stride-4 mask can hardly draw an object
+
+
 def native_max_side(choice: str, data, image_size: int) -> int | None:
-    """--native-max-side for a fine-tune: a number as given; "auto" looks at the folder's photos (a sample of 20)."""
+    """--native-max-side: a number as given; "auto" (fine-tuning) reads the folder's photo and object sizes (a sample of
+    20 training images): when shrinking the whole photo to `image_size` leaves the median object under
+    SMALL_OBJECT_PX, train on crops at the photo's own scale (at most 4x `image_size` on the long side) and predict in
+    tiles; otherwise the whole photo keeps its context (0). None = keep the checkpoint's value (no photos)."""
     if choice != "auto":
         return int(choice)
-    sides = [max(part[i].image.shape[:2]) for part in data.train for i in range(min(20, len(part)))]
-    if not sides:
+    photos = [part[i] for part in data.train for i in range(min(20, len(part)))]
+    if not photos:
         return None
-    median = int(sorted(sides)[len(sides) // 2])
-    return min(median, 4 * image_size) if median > 2 * image_size else 0
+    photo_side = float(np.median([max(s.image.shape[:2]) for s in photos]))
+    object_sides = [max(a.box[2] - a.box[0], a.box[3] - a.box[1]) for s in photos for a in s.annotations]
+    if not object_sides or float(np.median(object_sides)) * image_size / photo_side >= SMALL_OBJECT_PX:
+        return 0
+    return int(min(photo_side, 4 * image_size))
 
 
 def schedule_defaults(args: argparse.Namespace, cfg, steps: int) -> dict:
