@@ -5,8 +5,8 @@ The page measures each round trip itself (app/canvas.js: from the gesture leavin
 new overlay decoded and drawn), so Playwright's own overhead is not counted. "widget": the canvas
 demo (app/canvas_demo.py), where a click adds a disc mask: the widget's cost (event, renderer, PNG
 overlay, transfer, decode, draw) without the model's. "app_with_model" (--app): the Annotate tab
-with the bundled model, each click re-running its point query with all clicks so far (one object
-refined click after click, as in interactive-segmentation protocols). The renderer alone is timed.
+with the bundled model and its default fill: each click re-runs GrabCut seeded by all clicks so far and the
+previous mask (one object refined click after click, as in interactive-segmentation protocols). The renderer alone is timed.
 
     python bench/canvas_latency.py [--clicks 20] [--photo PATH] [--app]
 """
