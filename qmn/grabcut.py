@@ -24,12 +24,13 @@ from qmn.batching import to_rgb_uint8
 CONTEXT = 0.5  # margin around the box, as a fraction of its longer side
 MIN_CONTEXT_PX = 10
 MIN_FILL, MAX_FILL = 0.15, 0.97  # plausible fraction of the box a result covers
-MIN_SIDES = 3  # a tight box touches the object on (at least) this many of its 4 sides
+MIN_SIDES = 4  # a tight box touches the object on all 4 sides (3: coco128 train-part box IoU 0.639 -> 4: 0.654)
 SIDE_TOLERANCE = 0.25  # ... within this fraction of the box size (a hand-drawn box is often loose)
 MIN_MAIN_PIECE = 0.6  # the largest connected piece holds at least this fraction of the result
 CLICK_RADIUS = 8  # px (at the working size) of a click's hard seed disc
 FIRST_CLICK_EXTENT = 0.12  # a first click's probable-object disc, as a fraction of the image's longer side
 WORK_SIZE = 256  # px: GrabCut runs on the crop scaled to at most this side (its cost grows with pixels, not detail)
+BOX_WORK_SIZE = 384  # a box is filled once, so it affords more detail than a click (train parts: +0.02 IoU)
 Click = tuple[float, float, bool]
 
 
@@ -51,11 +52,11 @@ def _context(x0: int, y0: int, x1: int, y1: int, h: int, w: int) -> tuple[int, i
 
 
 def _run_grabcut(crop_rgb: np.ndarray, labels: np.ndarray, rect: tuple[int, int, int, int] | None,
-                 iterations: int, seeds: Sequence[Click] = ()) -> np.ndarray | None:
+                 iterations: int, seeds: Sequence[Click] = (), work_size: int = WORK_SIZE) -> np.ndarray | None:
     """Foreground bool map (crop size) of GrabCut on `crop_rgb` from initial `labels` (or `rect`, crop px (x, y, w, h))
-    plus hard seed discs at `seeds` (crop px), solved at <= WORK_SIZE px; None when it cannot run or finds nothing."""
+    plus hard seed discs at `seeds` (crop px), solved at <= `work_size` px; None when it cannot run or finds nothing."""
     h, w = labels.shape
-    scale = min(1.0, WORK_SIZE / max(h, w))
+    scale = min(1.0, work_size / max(h, w))
     if scale < 1.0:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         crop_rgb = cv2.resize(crop_rgb, size, interpolation=cv2.INTER_AREA)
@@ -145,7 +146,7 @@ def grabcut_from_box(image: np.ndarray, box: Sequence[float], seed_mask: Optiona
             labels[in_box] = cv2.GC_PR_BGD
             labels[seed] = cv2.GC_PR_FGD
             use_rect = None
-    found = _run_grabcut(crop, labels, use_rect, iterations)
+    found = _run_grabcut(crop, labels, use_rect, iterations, work_size=BOX_WORK_SIZE)
     box_only = (found & in_box)[rect[1]:rect[1] + rect[3], rect[0]:rect[0] + rect[2]] if found is not None else None
     if box_only is not None and guard:
         box_only, _ = main_pieces(box_only)
