@@ -138,6 +138,7 @@ KEY_HANDLERS: dict[str, Callable[[SessionState], Reply]] = {
     "accept": review.accept, "reject": review.reject, "undo": review.undo, "redo": review.redo,
     "done": review.mark_done,
     "next": lambda s: navigate.step_image(s, 1), "previous": lambda s: navigate.step_image(s, -1),
+    "next_to_review": navigate.next_to_review,
 }
 
 

@@ -6,6 +6,7 @@ The helpers raise ValueError with a sentence for the user; app.actions turns it 
 from __future__ import annotations
 
 from contextlib import contextmanager
+import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -30,6 +31,7 @@ class SessionState:
     undo_stack: list[Snapshot] = field(default_factory=list)
     redo_stack: list[Snapshot] = field(default_factory=list)
     review_queue: list[str] = field(default_factory=list)  # image names, most uncertain first
+    saved_at: Optional[float] = None  # time.time() of the last autosave, for "saved 2 s ago"
 
     @property
     def workspace(self) -> Workspace:
@@ -92,3 +94,4 @@ class SessionState:
         assert self.ann is not None
         self.ann.exported = False
         self.workspace.save(self.ann)
+        self.saved_at = time.time()

@@ -3,6 +3,7 @@ status line and image list. Every event re-renders all of them, so no view can l
 from __future__ import annotations
 
 import html
+import time
 from typing import Optional
 
 import numpy as np
@@ -60,7 +61,21 @@ def status_line(session: SessionState) -> str:
     selected = f" · selected #{session.selected}" if session.selected is not None else ""
     return (f"**{ann.image}** ({ann.width}x{ann.height}) · state: {ann.state} · {len(ann.regions)} masks"
             f"{' (' + counts + ')' if counts else ''}{selected} · undo {len(session.undo_stack)} / redo "
-            f"{len(session.redo_stack)}")
+            f"{len(session.redo_stack)}{folder_progress(session)}{saved_ago(session)}")
+
+
+def folder_progress(session: SessionState) -> str:
+    """" · 12 of 40 done": how far the folder's review has come (an image is done when a person pressed d)."""
+    states = [state for _, state, _ in session.workspace.states()] if session.folder else []
+    return f" · {states.count('done')} of {len(states)} done" if states else ""
+
+
+def saved_ago(session: SessionState, now: Optional[float] = None) -> str:
+    """" · saved 3 s ago" after the session's last autosave (every edit is saved at once)."""
+    if session.saved_at is None:
+        return ""
+    seconds = max(0, round((time.time() if now is None else now) - session.saved_at))
+    return f" · saved {seconds} s ago" if seconds < 120 else f" · saved {seconds // 60} min ago"
 
 
 def status(session: SessionState, message: str = "") -> str:

@@ -211,3 +211,33 @@ def test_threshold_follows_load_and_rollback(tmp_path: Path, micro_cfg):
     QueryMeldNet(replace(micro_cfg, score_threshold=0.77)).save(str(path))
     assert load_checkpoint(host, tmp_path, str(path), None, "cpu").ok and host.threshold == pytest.approx(0.77)
     assert finetune.rollback(host).ok and host.threshold == pytest.approx(get_preset("tiny").score_threshold)
+
+
+def test_status_counts_done_images_and_says_when_it_saved(folder: Path):
+    from app.actions import navigate, review
+    from app.views import saved_ago, status_line
+
+    session = SessionState()
+    assert navigate.open_folder(session, folder.parent, folder.name).ok
+    total = len(session.workspace.list_images())
+    assert f"0 of {total} done" in status_line(session) and "saved" not in status_line(session)
+    assert review.mark_done(session).ok
+    assert f"1 of {total} done" in status_line(session)
+    assert saved_ago(session, now=session.saved_at + 3) == " · saved 3 s ago"
+    assert saved_ago(session, now=session.saved_at + 600) == " · saved 10 min ago"
+
+
+def test_next_to_review_skips_done_images_and_says_when_none_is_left(folder: Path):
+    from app.actions import navigate, review
+
+    session = SessionState()
+    navigate.open_folder(session, folder.parent, folder.name)
+    names = session.workspace.list_images()
+    first = session.image_name
+    for _ in names[1:]:  # mark every other image done, walking with the key's action
+        assert navigate.step_image(session, 1).ok and review.mark_done(session).ok
+    navigate.open_image(session, names[1])
+    assert navigate.next_to_review(session).ok and session.image_name == first  # wraps past the done ones
+    review.mark_done(session)
+    reply = navigate.next_to_review(session)
+    assert not reply.ok and f"all {len(names)} images are done" in reply.message

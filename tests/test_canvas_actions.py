@@ -123,3 +123,11 @@ def test_stroke_box_and_outline(session):
     assert handle(session, host, canvas, PolygonEvent(boxed.id, (tuple(ring),)), GRABCUT).ok
     assert session.ann.region(boxed.id).area == 100
     assert not handle(session, host, canvas, PolygonEvent(999, (tuple(ring),)), GRABCUT).ok
+
+
+def test_j_walks_to_the_next_image_to_review(session):
+    """j = next image not done yet; with one image open and nothing else waiting, it says so."""
+    reply = handle(session, DiscHost(), CanvasState(), key_event("j"), INPUTS)
+    assert not reply.ok and "no other image is waiting" in reply.message
+    name = session.workspace.add_image_array("second", np.zeros((*SHAPE, 3), np.uint8))
+    assert handle(session, DiscHost(), CanvasState(), key_event("j"), INPUTS).ok and session.image_name == name

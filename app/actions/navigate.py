@@ -82,6 +82,21 @@ def step_image(session: SessionState, offset: int) -> Reply:
 
 
 @refusals_as_replies
+def next_to_review(session: SessionState) -> Reply:
+    """The next image after the current one (wrapping) that is not done yet: one key to walk a folder's backlog."""
+    states = session.workspace.states()
+    if not states:
+        return refused("this folder has no images")
+    names = [name for name, _, _ in states]
+    start = names.index(session.image_name) + 1 if session.image_name in names else 0
+    for name, state, _ in states[start:] + states[:start]:
+        if state != "done" and name != session.image_name:
+            return open_image(session, name)
+    return refused(f"all {len(names)} images are done" if all(s == "done" for _, s, _ in states)
+                   else "no other image is waiting for review")
+
+
+@refusals_as_replies
 def open_example(session: SessionState, examples_dir: Path, examples: Sequence[tuple[str, str]], index: int) -> Reply:
     if not 0 <= index < len(examples):
         return refused("no such example")

@@ -35,6 +35,7 @@ class Annotate:
     image_list: gr.Dataframe
     prev_btn: gr.Button
     next_btn: gr.Button
+    next_to_review_btn: gr.Button
     source: gr.Image
     canvas: gr.HTML  # the photo with zoom / pan and every gesture (app/tabs/canvas_panel.py)
     viewer: gr.Image  # hidden: the overlay the API returns
@@ -92,6 +93,7 @@ def build(studio: Studio) -> Annotate:
         with gr.Row():
             prev_btn = gr.Button("◀ Previous", elem_id="prev-btn", size="sm")
             next_btn = gr.Button("Next ▶", elem_id="next-btn", size="sm")
+            next_to_review_btn = gr.Button("Next to review (j)", elem_id="next-to-review-btn", size="sm")
         source = gr.Image(label="Image (or drop one here)", type="numpy", format="png",
                           sources=["upload", "clipboard"], elem_id="source", height=200)
     with gr.Column(scale=3):
@@ -119,7 +121,8 @@ def build(studio: Studio) -> Annotate:
             points = gr.Textbox(label="Points, JSON [[x, y, positive], ...]", value="")
             summary = gr.JSON(label="Last result")
         selected = gr.Number(label="Selected mask id", precision=0, elem_id="selected")
-    return Annotate(session, browser, folder, open_btn, uploads, image_list, prev_btn, next_btn, source, canvas, viewer,
+    return Annotate(session, browser, folder, open_btn, uploads, image_list, prev_btn, next_btn, next_to_review_btn,
+                    source, canvas, viewer,
                   legend,
                   status, regions, task, prompts, save_prompts_btn, threshold, segment_btn, run_all_btn, stop_btn,
                   run_status, boxes, points, summary, selected, right)
@@ -144,6 +147,9 @@ def wire(demo: gr.Blocks, studio: Studio, ui: Annotate, model_events: dict) -> N
 
     def next_image(session: SessionState) -> tuple:
         return show_opened(session, navigate.step_image(session, 1))
+
+    def next_to_review(session: SessionState) -> tuple:
+        return show_opened(session, navigate.next_to_review(session))
 
     def save_ontology(session: SessionState, prompts: str, task: str) -> tuple:
         reply = toast(navigate.save_ontology(session, prompts, task))
@@ -177,6 +183,7 @@ def wire(demo: gr.Blocks, studio: Studio, ui: Annotate, model_events: dict) -> N
     on(ui.image_list.select, open_from_list, [ui.session], ui.opened, **private)
     on(ui.prev_btn.click, previous_image, [ui.session], ui.opened, api_name="previous")
     on(ui.next_btn.click, next_image, [ui.session], ui.opened, api_name="next")
+    on(ui.next_to_review_btn.click, next_to_review, [ui.session], ui.opened, api_name="next_to_review")
     on(ui.save_prompts_btn.click, save_ontology, [ui.session, ui.prompts, ui.task], [ui.prompts, ui.status],
        api_name="save_ontology")
     on([ui.segment_btn.click, ui.prompts.submit], segment_image,

@@ -17,7 +17,7 @@ from app.tabs.common import on, toast
 # d done, s segment, ctrl+z undo, ctrl+y / ctrl+shift+z redo. Each clicks a button, so a shortcut does exactly
 # what its button does, with the same messages.
 SHORTCUTS = {"ArrowRight": "next-btn", "n": "next-btn", "ArrowLeft": "prev-btn", "p": "prev-btn", "a": "accept-btn",
-             "r": "reject-btn", "d": "done-btn", "s": "segment-btn"}
+             "r": "reject-btn", "d": "done-btn", "s": "segment-btn", "j": "next-to-review-btn"}
 SHORTCUTS_JS = """
 () => {
   const keys = %s;
