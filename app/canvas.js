@@ -157,6 +157,15 @@ function renderClasses(v) {
     if (i < 9) chip.addEventListener('click', () => send({type: 'key', key: String(i + 1)}));
     box.append(chip);
   });
+  const more = v.more || {};
+  if (more.held > 0 || more.all) {  // low-score proposals wait behind one chip instead of flooding the view
+    const chip = document.createElement('button');
+    chip.className = 'qmn-chip qmn-more';
+    chip.title = 'key m';
+    chip.textContent = more.all ? 'show fewer (m)' : `show ${more.held} more (m)`;
+    chip.addEventListener('click', () => send({type: 'key', key: 'm'}));
+    box.append(chip);
+  }
 }
 
 async function loadImage(src) {

@@ -24,6 +24,9 @@ from qmn.grabcut import grabcut_from_clicks
 from qmn.prompts import parse_prompts
 
 
+PROPOSALS_SHOWN = 8  # unreviewed proposals drawn at once; m shows the rest
+
+
 @dataclass
 class CanvasState:
     """Per-session canvas state that is not annotation (so not undone): the clicks of the object
@@ -34,6 +37,7 @@ class CanvasState:
     image_name: Optional[str] = None
     active_class: Optional[int] = None  # None: new masks take the typed label, else the first prompt
     answered: int = 0  # gestures handled, sent as the props' `ack`
+    all_proposals: bool = False  # m: show every unreviewed proposal, not only the PROPOSALS_SHOWN best
 
     def current_clicks(self, session: SessionState) -> list[tuple[float, float, bool]]:
         """The clicks still building the selected mask; forgotten once it is not the object at hand."""
@@ -162,7 +166,21 @@ def handle(session: SessionState, host: ModelHost, canvas: CanvasState, event: C
         return outline(session, event)
     if event.action == "class":
         return pick_class(session, canvas, event, inputs)
+    if event.action == "more":
+        canvas.all_proposals = not canvas.all_proposals
+        return Reply("Showing every proposal." if canvas.all_proposals
+                     else f"Showing the {PROPOSALS_SHOWN} best proposals (m: all).")
     return KEY_HANDLERS[event.action](session)
+
+
+def shown_regions(session: SessionState, canvas: CanvasState) -> tuple[list, int]:
+    """(regions to draw, proposals held back): reviewed masks and the selected one always; unreviewed proposals only
+    the PROPOSALS_SHOWN best-scoring unless the user asked for all (so a low threshold does not flood the view)."""
+    regions = [r for r in session.ann.regions if r.shown]
+    proposals = sorted((r for r in regions if r.review == "proposed" and r.id != session.selected),
+                       key=lambda r: -r.score)
+    held = set() if canvas.all_proposals else {r.id for r in proposals[PROPOSALS_SHOWN:]}
+    return [r for r in regions if r.id not in held], len(held)
 
 
 def canvas_props(session: SessionState, canvas: CanvasState, inputs: Inputs, image_src: Callable[[Any], str],
@@ -170,8 +188,10 @@ def canvas_props(session: SessionState, canvas: CanvasState, inputs: Inputs, ima
     """The widget's value for the session's current image (`image_src` serves the photo)."""
     if session.image is None or session.ann is None:
         return render_props(None, None, [], class_table(session, inputs), ack=canvas.answered)
-    shown = [r for r in session.ann.regions if r.shown]
+    shown, held = shown_regions(session, canvas)
     points = canvas.current_clicks(session)
-    return render_props(image_src(session.image), session.image.shape[:2], shown, class_table(session, inputs),
-                        session.selected, opacity, -1 if canvas.active_class is None else canvas.active_class, points,
-                        canvas.answered)
+    props = render_props(image_src(session.image), session.image.shape[:2], shown, class_table(session, inputs),
+                         session.selected, opacity, -1 if canvas.active_class is None else canvas.active_class, points,
+                         canvas.answered)
+    props["more"] = {"held": held, "all": canvas.all_proposals}
+    return props

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 KEY_ACTIONS: dict[str, str] = {
     "a": "accept", "enter": "accept", "d": "done", "r": "reject", "delete": "reject", "backspace": "reject",
     "ctrl+z": "undo", "u": "undo", "ctrl+y": "redo", "ctrl+shift+z": "redo",
-    "n": "next", "arrowright": "next", "p": "previous", "arrowleft": "previous", "j": "next_to_review",
+    "n": "next", "arrowright": "next", "p": "previous", "arrowleft": "previous", "j": "next_to_review", "m": "more",
 }
 CLASS_KEYS = tuple("123456789")
 

@@ -131,3 +131,26 @@ def test_j_walks_to_the_next_image_to_review(session):
     assert not reply.ok and "no other image is waiting" in reply.message
     name = session.workspace.add_image_array("second", np.zeros((*SHAPE, 3), np.uint8))
     assert handle(session, DiscHost(), CanvasState(), key_event("j"), INPUTS).ok and session.image_name == name
+
+
+def test_low_score_proposals_wait_behind_show_more(session):
+    """12 unreviewed proposals: the 8 best are drawn, 4 wait behind "show 4 more"; m shows them all and back; the
+    selected proposal and reviewed masks are always drawn."""
+    from app.annotations import Region
+    from app.canvas_actions import PROPOSALS_SHOWN, shown_regions
+
+    with session.edit() as a:
+        a.regions = [Region(i + 1, "cell", stroke_mask(StrokeEvent(((5.5 + 9 * i, 20.5),), 3.0), SHAPE), 0.1 + 0.05 * i,
+                            "conditional") for i in range(12)]
+        a.regions[0].review = "accepted"  # the lowest score, but a person kept it
+    session.selected = 2  # the second lowest, selected
+    canvas = CanvasState()
+    drawn, held = shown_regions(session, canvas)
+    assert held == 12 - 2 - PROPOSALS_SHOWN == 2 and {1, 2} <= {r.id for r in drawn}
+    assert {r.id for r in drawn} == {1, 2} | set(range(5, 13))  # the 8 best of the other proposals
+    props = canvas_props(session, canvas, INPUTS, lambda image: "u")
+    assert props["more"] == {"held": 2, "all": False}
+    assert handle(session, DiscHost(), canvas, key_event("m"), INPUTS).ok
+    assert shown_regions(session, canvas) == (session.ann.regions, 0)
+    handle(session, DiscHost(), canvas, key_event("m"), INPUTS)
+    assert shown_regions(session, canvas)[1] == 2
