@@ -110,12 +110,14 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--top-classes", type=int, default=0)
     p.add_argument("--mosaics", type=int, default=0, help="build N 2x2 full-resolution mosaics of --data first")
+    p.add_argument("--mosaic-seed", type=int, default=0,
+                   help="which photos are held out and how they are tiled (0); another seed = another split")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the trainer (2)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     data, classes = args.data, None
     if args.mosaics:
-        data = build_mosaics(args.data, args.out / "data", args.mosaics)
+        data = build_mosaics(args.data, args.out / "data", args.mosaics, seed=args.mosaic_seed)
     if args.top_classes:
         data, classes = restrict_to_top_classes(args.data, args.out / "data", args.top_classes)
     # the README's fine-tune command, nothing more (its defaults are what is measured), plus the thread count
