@@ -52,8 +52,17 @@ def legend_html(session: SessionState) -> str:
     return "<div class='qmn-legend'>" + " &nbsp; ".join(items) + "</div>"
 
 
-def status_line(session: SessionState) -> str:
-    """One line describing where the session stands now."""
+ImageStates = list[tuple[str, str, bool]]  # Workspace.states(): (image name, review state, exported)
+
+
+def folder_states(session: SessionState) -> ImageStates:
+    """Every image's state, read once per render: it opens each annotation file, so the status line and the image
+    list of one action share it."""
+    return session.workspace.states() if session.folder else []
+
+
+def status_line(session: SessionState, states: Optional[ImageStates] = None) -> str:
+    """One line describing where the session stands now (`states`: `folder_states`, read here when not given)."""
     ann = session.ann
     if ann is None:
         return "Open a folder, pick an example, or upload images."
@@ -61,13 +70,14 @@ def status_line(session: SessionState) -> str:
     selected = f" · selected #{session.selected}" if session.selected is not None else ""
     return (f"**{ann.image}** ({ann.width}x{ann.height}) · state: {ann.state} · {len(ann.regions)} masks"
             f"{' (' + counts + ')' if counts else ''}{selected} · undo {len(session.undo_stack)} / redo "
-            f"{len(session.redo_stack)}{folder_progress(session)}{saved_ago(session)}")
+            f"{len(session.redo_stack)}{folder_progress(folder_states(session) if states is None else states)}"
+            f"{saved_ago(session)}")
 
 
-def folder_progress(session: SessionState) -> str:
+def folder_progress(states: ImageStates) -> str:
     """" · 12 of 40 done": how far the folder's review has come (an image is done when a person pressed d)."""
-    states = [state for _, state, _ in session.workspace.states()] if session.folder else []
-    return f" · {states.count('done')} of {len(states)} done" if states else ""
+    done = sum(state == "done" for _, state, _ in states)
+    return f" · {done} of {len(states)} done" if states else ""
 
 
 def saved_ago(session: SessionState, now: Optional[float] = None) -> str:
@@ -78,15 +88,14 @@ def saved_ago(session: SessionState, now: Optional[float] = None) -> str:
     return f" · saved {seconds} s ago" if seconds < 120 else f" · saved {seconds // 60} min ago"
 
 
-def status(session: SessionState, message: str = "") -> str:
+def status(session: SessionState, message: str = "", states: Optional[ImageStates] = None) -> str:
     """The state line, then what the last action did."""
-    return status_line(session) + (f"\n\n{message}" if message else "")
+    return status_line(session, states) + (f"\n\n{message}" if message else "")
 
 
-def image_list(session: SessionState) -> pd.DataFrame:
-    if session.folder is None:
-        return pd.DataFrame([], columns=LIST_COLUMNS)
-    rows = [(name, state, "yes" if exported else "") for name, state, exported in session.workspace.states()]
+def image_list(session: SessionState, states: Optional[ImageStates] = None) -> pd.DataFrame:
+    rows = [(name, state, "yes" if exported else "")
+            for name, state, exported in (folder_states(session) if states is None else states)]
     return pd.DataFrame(rows, columns=LIST_COLUMNS)
 
 

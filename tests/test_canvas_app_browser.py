@@ -96,7 +96,7 @@ def test_canvas_drives_the_annotate_tab(url, tmp_path: Path):
         assert [p[2] for p in canvas_view(page)["points"]] == [True, False]
         page.screenshot(path=str(tmp_path / "app_canvas.png"), full_page=True)
         page.keyboard.press("d")
-        first = wait_status(page, "done").split("(")[0]
+        first = wait_status(page, "masks kept").split("(")[0]  # mark_done's own reply, not the "k of n done" count
         page.keyboard.press("n")
         page.wait_for_function("t => !document.querySelector('#status').innerText.startsWith(t)", arg=first,
                                timeout=60_000)

@@ -204,7 +204,7 @@ class Trainer:
         bar = tqdm(total=opts.steps, initial=self.step, desc="train", unit="step", disable=not self.dist.is_main,
                    dynamic_ncols=True)
         window_start, window_images, last_eval = time.time(), 0, {}
-        stopped_early, end_event = False, "done"
+        end_event = "done"
         next_eval_s = opts.eval_minutes * 60
         for step, batch in loader:
             torch.manual_seed(opts.seed * 1_000_003 + step * 101 + self.dist.rank)  # RNG state = f(seed, step, rank)
@@ -237,7 +237,7 @@ class Trainer:
                 next_eval_s = self.training_seconds() + opts.eval_minutes * 60
                 barrier(self.dist)
                 if broadcast_flag(opts.patience > 0 and self.evals_since_best >= opts.patience, self.dist, self.device):
-                    stopped_early, end_event = True, f"stopped early: no better held-out score in {opts.patience} evaluations"
+                    end_event = f"stopped early: no better held-out score in {opts.patience} evaluations"
                     break
             if self.step % opts.save_every == 0:
                 self.save(last_eval)
@@ -245,7 +245,7 @@ class Trainer:
                     plot_run(self.out / "log.jsonl", self.out / "plot.png")
             over_budget = opts.max_minutes > 0 and self.training_seconds() > opts.max_minutes * 60
             if broadcast_flag(over_budget, self.dist, self.device) and self.step < opts.steps:
-                stopped_early, end_event = True, "stopped at time budget"
+                end_event = "stopped at time budget"
                 break
         bar.close()
         if (opts.eval_every or opts.eval_minutes) and self.last_eval_step != self.step:
@@ -255,7 +255,7 @@ class Trainer:
         if self.dist.is_main:
             plot_run(self.out / "log.jsonl", self.out / "plot.png")
             append_jsonl(self.out / "log.jsonl", {"step": self.step, "event": end_event})
-        return {"step": self.step, "stopped_early": stopped_early, "eval": last_eval}
+        return {"step": self.step, "stopped_early": end_event != "done", "eval": last_eval}
 
 
 def config_with(cfg: QMNConfig, **overrides) -> QMNConfig:

@@ -71,9 +71,10 @@ def show(session: SessionState, reply: Reply, overlay: bool = True) -> tuple:
     """The view after an action; a refusal's sentence is also a warning toast. `overlay=False` leaves the
     (hidden, API-only) overlay image as it was: the canvas draws the masks itself."""
     toast(reply)
+    states = views.folder_states(session)
     return (session, views.overlay(session) if overlay else gr.skip(), views.regions_table(session),
             views.legend_html(session),
-            views.status(session, reply.message), session.selected, views.image_list(session))
+            views.status(session, reply.message, states), session.selected, views.image_list(session, states))
 
 
 def show_opened(session: SessionState, reply: Reply) -> tuple:
