@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--photo", default=None, help="image file (default: a fruitsnuts photo, else synthetic)")
     parser.add_argument("--app", action="store_true", help="also the real app with the bundled model in the loop")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (stdout carries the servers' own lines too)")
     args = parser.parse_args()
     photo, source = load_photo(args.photo)
     result = {"photo": source, "size": [int(photo.shape[1]), int(photo.shape[0])],
@@ -151,6 +152,10 @@ def main() -> None:
                 result["app_with_model"] = {**summary(app_round_trips(photo, args.clicks, Path(ws))),
                                             "torch_threads": 2}
     print(json.dumps(result, indent=2))
+    if args.out:
+        from qmn.io_utils import atomic_write_json
+
+        atomic_write_json(args.out, result, indent=2)
 
 
 if __name__ == "__main__":

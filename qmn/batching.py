@@ -9,13 +9,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from qmn.box_ops import jitter_box
 from qmn.click_sim import simulate_clicks
 from qmn.config import QMNConfig
 from qmn.data.sample import Sample
+from qmn.denoising import DenoisingPrompts, sample_denoising
 from qmn.queries import Prompts
 
 FOREGROUND_PROMPT = "foreground"
 TRAIN_MAX_CLICKS = 4  # clicks per simulated interactive session in training (the first one positive)
+PROMPT_BOX_NOISE = 0.2  # a user's box is off by up to 20% of the object's size
 
 
 @dataclass
@@ -87,12 +90,14 @@ class Batch:
     # text_valid (T,) bool: the prompts this image's class loss is computed on (`text_validity`)
     prompts: Prompts | None  # ground-truth objects given as box / click prompts
     prompt_targets: Tensor | None  # (B, P) target index per prompted query, -1 = padding
+    denoising: DenoisingPrompts | None = None  # noised ground truth for the denoising queries (cfg.num_denoising)
+    denoising_targets: Tensor | None = None  # (B, D) target index per denoising query, -1 = padding
 
     def to(self, device: torch.device | str) -> "Batch":
         move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
-        prompts = None if self.prompts is None else self.prompts.to(device)
-        return Batch(self.images.to(device, non_blocking=True), self.texts, [move(t) for t in self.targets], prompts,
-                     None if self.prompt_targets is None else self.prompt_targets.to(device))
+        maybe = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return Batch(self.images.to(device, non_blocking=True), self.texts, [move(t) for t in self.targets],
+                     maybe(self.prompts), maybe(self.prompt_targets), maybe(self.denoising), maybe(self.denoising_targets))
 
 
 def annotation_text(sample: Sample, ann, rng: np.random.Generator) -> str:
@@ -113,16 +118,6 @@ def _resize_mask(mask: np.ndarray, scale: float, size: int) -> np.ndarray:
         mask = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST).astype(bool)
     out[:nh, :nw] = mask
     return out
-
-
-def _jitter_box(box: np.ndarray, rng: np.random.Generator, noise: float = 0.2) -> np.ndarray:
-    """cxcywh box with centre shifted and sides scaled by up to `noise` of the box size (DN-DETR box noise)."""
-    cx, cy, w, h = box
-    cx += rng.uniform(-noise, noise) * w / 2
-    cy += rng.uniform(-noise, noise) * h / 2
-    w *= 1 + rng.uniform(-noise, noise)
-    h *= 1 + rng.uniform(-noise, noise)
-    return np.clip(np.array([cx, cy, w, h], np.float32), 1e-3, 1.0)
 
 
 def sample_prompts(targets: list[dict], max_per_image: int, rng: np.random.Generator,
@@ -154,7 +149,7 @@ def sample_prompts(targets: list[dict], max_per_image: int, rng: np.random.Gener
         for j, k in enumerate(idx):
             kind = rng.random()
             if kind < 0.75:
-                boxes[i, j] = torch.from_numpy(_jitter_box(t["boxes"][k].numpy().copy(), rng))
+                boxes[i, j] = torch.from_numpy(jitter_box(t["boxes"][k].numpy().copy(), rng, PROMPT_BOX_NOISE))
             if kind >= 0.5:
                 clicks, _ = simulate_clicks(t["masks"][k].numpy(), rng, max_clicks)
                 for c, (x, y, positive) in enumerate(clicks):
@@ -217,4 +212,6 @@ def collate(samples: list[Sample], cfg: QMNConfig, rng: np.random.Generator | No
                                 if per_image_negatives else torch.ones(len(texts), dtype=torch.bool))
     sampled = sample_prompts(per_image, cfg.num_prompted_train, rng)
     prompts, assign = sampled if sampled else (None, None)
-    return Batch(torch.stack(images), list(texts), per_image, prompts, assign)
+    noised = sample_denoising(per_image, cfg.num_denoising, cfg.denoising_label_noise, cfg.denoising_box_noise, rng)
+    denoising, denoising_targets = noised if noised else (None, None)
+    return Batch(torch.stack(images), list(texts), per_image, prompts, assign, denoising, denoising_targets)

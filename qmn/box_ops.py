@@ -1,6 +1,7 @@
 """Box format conversions and generalized IoU (as DETR's util/box_ops.py)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,3 +40,14 @@ def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
     enclosing = wh[..., 0] * wh[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=1e-7)
 
+
+
+def jitter_box(box: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """cxcywh box with its centre shifted by up to `noise` x half its size and its sides scaled by 1 +- `noise`
+    (DN-DETR's box noise), clipped to (0, 1]."""
+    cx, cy, w, h = box
+    cx += rng.uniform(-noise, noise) * w / 2
+    cy += rng.uniform(-noise, noise) * h / 2
+    w *= 1 + rng.uniform(-noise, noise)
+    h *= 1 + rng.uniform(-noise, noise)
+    return np.clip(np.array([cx, cy, w, h], np.float32), 1e-3, 1.0)

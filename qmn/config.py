@@ -43,6 +43,13 @@ class QMNConfig:
     num_conditional: int = 60  # "conditional" mode: all num_queries; "learnable" mode: 0
     # prompted (box / click) queries and denoising, as Mask DINO's denoising groups
     num_prompted_train: int = 8  # ground-truth objects given as box/click prompts per image in training
+    # label denoising (DN-DETR / Mask DINO): up to this many ground-truth objects per image are given to the decoder as
+    # their class name's text embedding (another of the image's names with `denoising_label_noise` chance) at a box
+    # noised by `denoising_box_noise`; they must reconstruct the true name, box and mask. Training only, no weights
+    # (so any checkpoint can train with or without them); 0 = off
+    num_denoising: int = 0
+    denoising_label_noise: float = 0.25
+    denoising_box_noise: float = 0.4
     # loss (Mask DINO)
     class_weight: float = 4.0
     mask_bce_weight: float = 5.0

@@ -40,12 +40,12 @@ class DecoderLayer(nn.Module):
         return self.norm3(tgt + self.ffn(tgt))
 
 
-def prompted_attention_mask(num_matched: int, num_prompted: int, device: torch.device) -> Tensor | None:
-    """(Q, Q) bool, True = blocked. Matched queries never see prompted ones (Mask DINO's denoising rule); a prompted
-    query sees the matched queries and itself, not the other prompts."""
-    if num_prompted == 0:
+def prompted_attention_mask(num_matched: int, num_assigned: int, device: torch.device) -> Tensor | None:
+    """(Q, Q) bool, True = blocked. Matched queries never see the assigned (prompted, denoising) ones (Mask DINO's
+    denoising rule); an assigned query sees the matched queries and itself, not the other assigned ones."""
+    if num_assigned == 0:
         return None
-    q = num_matched + num_prompted
+    q = num_matched + num_assigned
     mask = torch.zeros(q, q, dtype=torch.bool, device=device)
     mask[:, num_matched:] = True
     idx = torch.arange(num_matched, q, device=device)
@@ -64,7 +64,7 @@ class Decoder(nn.Module):
 
     def forward(self, queries: QuerySet, memory: Tensor, shapes: list[tuple[int, int]]) -> DecoderOutput:
         tgt, reference = queries.content, queries.reference
-        mask = prompted_attention_mask(queries.num_learnable + queries.num_conditional, queries.num_prompted, tgt.device)
+        mask = prompted_attention_mask(queries.num_matched, queries.num_assigned, tgt.device)
         hidden, boxes = [], []
         for layer in self.layers:
             pos = self.ref_point_head(box_sine_embedding(reference, self.dim // 2))  # (B, Q, 2C) -> (B, Q, C)

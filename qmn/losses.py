@@ -1,6 +1,6 @@
 """Set criterion (DETR / Mask DINO): focal class loss, L1 + GIoU box loss, dice + BCE mask loss on uncertainty-sampled
 points; deep supervision on every decoder layer ("_i") and on the encoder proposals ("interm"). Box-only annotations
-skip the mask terms. Prompted queries are assigned to their own object, without matching."""
+skip the mask terms. Prompted and denoising queries are assigned to their own object, without matching."""
 from __future__ import annotations
 
 import torch
@@ -34,9 +34,10 @@ LOSS_NAMES = ("loss_class", "loss_bbox", "loss_giou", "loss_mask", "loss_dice")
 
 def loss_suffixes(dec_layers: int) -> list[str]:
     """Every family of loss terms, as DETR names them: "" (last decoder layer), "_0".."_{L-2}" (earlier layers),
-    "_interm" (encoder proposals), "_prompt" and "_prompt_0".. (prompted queries, per layer)."""
+    "_interm" (encoder proposals), "_prompt" and "_prompt_0".. (prompted queries, per layer), "_dn" and "_dn_0"..
+    (denoising queries, per layer)."""
     aux = [f"_{i}" for i in range(dec_layers - 1)]
-    return ["", *aux, "_interm", "_prompt", *(f"_prompt{a}" for a in aux)]
+    return ["", *aux, "_interm", *(f"_{kind}{a}" for kind in ("prompt", "dn") for a in ("", *aux))]
 
 
 def global_mean_counts(counts: list[float], device: torch.device) -> list[float]:
@@ -104,10 +105,11 @@ class SetCriterion(nn.Module):
         return losses
 
     # --- the whole criterion ------------------------------------------------------------------------------------
-    def forward(self, outputs: QueryMeldOutput, targets: list[dict],
-                prompt_targets: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, outputs: QueryMeldOutput, targets: list[dict], prompt_targets: Tensor | None = None,
+                denoising_targets: Tensor | None = None) -> dict[str, Tensor]:
         """One Hungarian matching per layer over all matched queries (learnable and conditional as one set); prompted
-        queries take their target from `prompt_targets` (B, P) (-1 = padding). Returns every term and "loss"."""
+        and denoising queries take their target from `prompt_targets` (B, P) / `denoising_targets` (B, D) (-1 =
+        padding). Returns every term and "loss"."""
         num, num_masks = global_mean_counts([sum(len(t["labels"]) for t in targets),
                                              sum(int(t["has_mask"].sum()) for t in targets)], outputs.layers[-1].logits.device)
         losses: dict[str, Tensor] = {}
@@ -118,14 +120,24 @@ class SetCriterion(nn.Module):
         if outputs.interm is not None:
             losses.update(self.matched_losses(outputs.interm, targets, num, num_masks, "_interm"))
         if outputs.num_prompted and prompt_targets is not None:
-            indices = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in prompt_targets.cpu()]
-            num_prompted = max(float(sum(len(q) for q, _ in indices)), 1.0)
-            for i, layer in enumerate(outputs.layers):
-                p = layer.select(outputs.prompted)
-                suffix = "_prompt" if i == last else f"_prompt_{i}"
-                terms = self.layer_losses(p.logits, p.boxes, p.masks, indices, targets, num_prompted, num_prompted)
-                losses.update({k + suffix: v for k, v in terms.items()})
+            losses.update(self.assigned_losses(outputs, outputs.prompted, prompt_targets, targets, "_prompt"))
+        if outputs.num_denoising and denoising_targets is not None:
+            losses.update(self.assigned_losses(outputs, outputs.denoising, denoising_targets, targets, "_dn"))
         losses["loss"] = torch.stack([v * self.weight_dict[k] for k, v in losses.items()]).sum()
+        return losses
+
+    def assigned_losses(self, outputs: QueryMeldOutput, queries: slice, assign: Tensor, targets: list[dict],
+                        family: str) -> dict[str, Tensor]:
+        """Every layer's terms for queries that each have their own target (`assign` (B, Q'), -1 = padding)."""
+        indices = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in assign.cpu()]
+        count = max(float(sum(len(q) for q, _ in indices)), 1.0)
+        last = len(outputs.layers) - 1
+        losses = {}
+        for i, layer in enumerate(outputs.layers):
+            p = layer.select(queries)
+            suffix = family if i == last else f"{family}_{i}"
+            terms = self.layer_losses(p.logits, p.boxes, p.masks, indices, targets, count, count)
+            losses.update({k + suffix: v for k, v in terms.items()})
         return losses
 
     def matched_losses(self, out: LayerOutputs, targets: list[dict], num: float, num_masks: float,

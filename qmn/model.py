@@ -14,6 +14,7 @@ from qmn.batching import Batch
 from qmn.checkpoint import CheckpointError, read_meta, read_safetensors, write_checkpoint
 from qmn.config import QMNConfig
 from qmn.decoder import Decoder
+from qmn.denoising import DenoisingPrompts, denoising_content
 from qmn.device import resolve_device
 from qmn.encoder import NUM_LEVELS, MultiScaleEncoder
 from qmn.heads import ClassHead, MaskHead
@@ -65,8 +66,10 @@ class QueryMeldNet(nn.Module):
         return F.normalize(self.text_proj(emb), dim=-1)
 
     def build_queries(self, memory: Tensor, shapes: list[tuple[int, int]], text: Tensor, mask_map: Tensor,
-                      prompts: Prompts | None, mask_features: Tensor) -> tuple[QuerySet, LayerOutputs | None]:
-        """Concatenate [learnable | conditional | prompted] queries; returns them and the encoder proposals."""
+                      prompts: Prompts | None, mask_features: Tensor,
+                      denoising: DenoisingPrompts | None = None) -> tuple[QuerySet, LayerOutputs | None]:
+        """Concatenate [learnable | conditional | prompted | denoising] queries; returns them and the encoder
+        proposals."""
         b = memory.shape[0]
         contents, refs, interm, num_conditional, num_prompted = [], [], None, 0, 0
         if self.learnable_queries is not None:
@@ -85,25 +88,32 @@ class QueryMeldNet(nn.Module):
             contents.append(self.prompted_queries(mask_map, prompts))
             refs.append(prompts.boxes.to(memory.dtype))
             num_prompted = prompts.boxes.shape[1]
+        if denoising is not None:
+            contents.append(denoising_content(text, denoising))
+            refs.append(denoising.boxes.to(memory.dtype))
         queries = QuerySet(torch.cat(contents, 1), torch.cat(refs, 1), self.cfg.num_learnable, num_conditional,
-                           num_prompted)
+                           num_prompted, 0 if denoising is None else denoising.boxes.shape[1])
         return queries, interm
 
-    def forward(self, images: Tensor, texts: list[str], prompts: Prompts | None = None) -> QueryMeldOutput:
-        """images (B, 3, S, S) normalised; texts: the T prompts shared by the batch -> per-layer outputs."""
+    def forward(self, images: Tensor, texts: list[str], prompts: Prompts | None = None,
+                denoising: DenoisingPrompts | None = None) -> QueryMeldOutput:
+        """images (B, 3, S, S) normalised; texts: the T prompts shared by the batch -> per-layer outputs. `denoising`
+        (training) adds the noised ground-truth queries after the prompted ones."""
         feats = self.backbone(images)
         enc = self.encoder(feats)
         text = self.encode_text(texts)[None].expand(images.shape[0], -1, -1)  # (T, C) -> (B, T, C)
         queries, interm = self.build_queries(enc.memory, enc.spatial_shapes, text, enc.level_map(0), prompts,
-                                             enc.mask_features)
+                                             enc.mask_features, denoising)
         dec = self.decoder(queries, enc.memory, enc.spatial_shapes)
         layers = [LayerOutputs(self.class_head(h, text), boxes, self.mask_head(h, enc.mask_features))
                   for h, boxes in zip(dec.hidden, dec.boxes)]
-        return QueryMeldOutput(layers, interm, queries.num_learnable, queries.num_conditional, queries.num_prompted)
+        return QueryMeldOutput(layers, interm, queries.num_learnable, queries.num_conditional, queries.num_prompted,
+                               queries.num_denoising)
 
     def compute_loss(self, batch: Batch) -> dict[str, Tensor]:
         """Every named loss term plus "loss", their sum weighted by `criterion.weight_dict`."""
-        return self.criterion(self(batch.images, batch.texts, batch.prompts), batch.targets, batch.prompt_targets)
+        outputs = self(batch.images, batch.texts, batch.prompts, batch.denoising)
+        return self.criterion(outputs, batch.targets, batch.prompt_targets, batch.denoising_targets)
 
     def save(self, path: str | Path, half: bool = False, record: dict | None = None) -> None:
         """Weights (a shared frozen text encoder ships with its package, so it is not among them) + JSON config."""

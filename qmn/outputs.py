@@ -28,6 +28,7 @@ class QueryMeldOutput:
     num_learnable: int
     num_conditional: int
     num_prompted: int  # box / click prompts, after the matched queries
+    num_denoising: int = 0  # training only: noised ground truth, after the prompted queries (`qmn.denoising`)
 
     @property
     def matched(self) -> slice:
@@ -37,8 +38,15 @@ class QueryMeldOutput:
     @property
     def prompted(self) -> slice:
         """Prompted queries: each is assigned to its own object, no matching."""
-        return slice(self.num_learnable + self.num_conditional, None)
+        start = self.num_learnable + self.num_conditional
+        return slice(start, start + self.num_prompted)
+
+    @property
+    def denoising(self) -> slice:
+        """Denoising queries (training only): each reconstructs its own object."""
+        return slice(self.num_learnable + self.num_conditional + self.num_prompted, None)
 
     def query_types(self) -> list[str]:
-        """Per query: "learnable" | "conditional" | "prompted" (kept on every predicted segment)."""
-        return ["learnable"] * self.num_learnable + ["conditional"] * self.num_conditional + ["prompted"] * self.num_prompted
+        """Per query: "learnable" | "conditional" | "prompted" | "denoising" (kept on every predicted segment)."""
+        return (["learnable"] * self.num_learnable + ["conditional"] * self.num_conditional
+                + ["prompted"] * self.num_prompted + ["denoising"] * self.num_denoising)

@@ -1,8 +1,9 @@
 """QUERY MELD (paper §3.2): learnable queries + conditional queries selected from encoder proposals, the dual-query
 cross-attention that lets the two groups inform each other, and prompted queries made from a user's boxes and clicks.
 
-Query layout everywhere: [learnable (N) | conditional (K) | prompted (P)]. Learnable and conditional queries are
-"matched" queries (one Hungarian matching over all of them); prompted queries are assigned to their own object.
+Query layout everywhere: [learnable (N) | conditional (K) | prompted (P) | denoising (D)]. Learnable and conditional
+queries are "matched" queries (one Hungarian matching over all of them); prompted queries and, in training, the
+denoising queries (`qmn.denoising`) are assigned to their own object.
 """
 from __future__ import annotations
 
@@ -23,13 +24,23 @@ QUERY_TYPES = ("learnable", "conditional", "prompted")
 
 @dataclass
 class QuerySet:
-    """The decoder's input queries in the layout [learnable (N) | conditional (K) | prompted (P)]."""
+    """The decoder's input queries in the layout [learnable (N) | conditional (K) | prompted (P) | denoising (D)]."""
 
-    content: Tensor  # (B, N + K + P, C)
-    reference: Tensor  # (B, N + K + P, 4) cxcywh in [0, 1]; learnable anchors keep their gradient, proposals are detached
+    content: Tensor  # (B, N + K + P + D, C)
+    reference: Tensor  # (B, N + K + P + D, 4) cxcywh in [0, 1]; learnable anchors keep their gradient, proposals are detached
     num_learnable: int
     num_conditional: int
     num_prompted: int
+    num_denoising: int = 0
+
+    @property
+    def num_matched(self) -> int:
+        return self.num_learnable + self.num_conditional
+
+    @property
+    def num_assigned(self) -> int:
+        """Prompted + denoising queries: each has its own object, none is seen by the matched queries."""
+        return self.num_prompted + self.num_denoising
 
 
 @dataclass
@@ -131,8 +142,8 @@ class PromptedQueries(nn.Module):
 class DualQueryCrossAttention(nn.Module):
     """Q_L <- LN(Q_L + MHA_LC(Q_L+P_L, Q_C+P_C, Q_C));  Q_C <- LN(Q_C + MHA_CL(Q_C+P_C, Q_L+P_L, Q_L)).
 
-    Both updates read the tensors from before either update. Prompted queries take part on the conditional side as
-    queries only, so the learnable queries never see them.
+    Both updates read the tensors from before either update. Prompted and denoising queries take part on the
+    conditional side as queries only, so the learnable queries never see them.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
@@ -147,7 +158,7 @@ class DualQueryCrossAttention(nn.Module):
         if n == 0 or tgt.shape[1] == n:
             return tgt
         ql, pl = tgt[:, :n], pos[:, :n]
-        qc, pc = tgt[:, n:], pos[:, n:]  # conditional + prompted
+        qc, pc = tgt[:, n:], pos[:, n:]  # conditional + prompted + denoising
         out_c = self.norm_conditional(qc + self.conditional_from_learnable(qc + pc, ql + pl, ql, need_weights=False)[0])
         if k == 0:
             return torch.cat([ql, out_c], 1)

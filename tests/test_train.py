@@ -349,3 +349,14 @@ def test_auto_resolution_reads_photo_and_object_sizes():
     assert native_max_side("auto", folder((600, 700), 60), 256) == 700  # capped by the photo itself
     assert native_max_side("auto", SimpleNamespace(train=[[]]), 256) is None
     assert native_max_side("0", folder((1200, 1600), 120), 256) == 0
+
+
+def test_denoising_flag_trains_label_denoising_queries_from_any_checkpoint(scenes, micro_ckpt, tmp_path):
+    """The bundled checkpoint has no denoising: `--denoising N` turns it on (no new weights) and it is recorded."""
+    from qmn.checkpoint import read_meta
+
+    out = tmp_path / "dn"
+    assert main(train_argv(scenes, micro_ckpt, out, 2, "--denoising", "2")) == 0
+    records = loss_records(out)
+    assert records and all(r["loss_class_dn"] > 0 and r["loss_mask_dn"] > 0 for r in records)
+    assert read_meta(out / "last.safetensors")["config"]["num_denoising"] == 2

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="fine-tune from this .safetensors checkpoint (its config is used)")
     p.add_argument("--resume", action="store_true", help="continue from --out/train_state.safetensors")
     p.add_argument("--query-mode", choices=QUERY_MODES, help="meld (default) | learnable | conditional, same total count")
+    p.add_argument("--denoising", type=int, default=None,
+                   help="label-denoising queries per image (DN-DETR / Mask DINO: noised ground-truth boxes and names the "
+                        "decoder must correct; training only, no weights); default: the preset's / --init checkpoint's")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
     length.add_argument("--epochs", type=float, help="passes over the training images (sets --steps)")
@@ -146,12 +149,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             cfg = model.cfg
             if args.image_size:
                 model.cfg = cfg = config_with(cfg, image_size=args.image_size)
-            model.cfg = cfg = config_with(cfg, native_max_side=native_max_side(args.native_max_side, data, cfg.image_size))
+            model.cfg = cfg = config_with(cfg, native_max_side=native_max_side(args.native_max_side, data, cfg.image_size),
+                                          num_denoising=args.denoising)
         else:
             cfg = get_preset(args.preset)
             if args.query_mode:
                 cfg = cfg.with_query_mode(args.query_mode)
-            cfg = config_with(cfg, image_size=args.image_size, train_text_encoder=True if args.train_text else None)
+            cfg = config_with(cfg, image_size=args.image_size, train_text_encoder=True if args.train_text else None,
+                              num_denoising=args.denoising)
             if args.native_max_side != "auto":
                 cfg = config_with(cfg, native_max_side=int(args.native_max_side))
             torch.manual_seed(args.seed)
