@@ -13,6 +13,7 @@ NoC@90 = clicks to reach that IoU (the cap when never reached), IoU after 1 / 3 
   model             the model's click query on the whole photo (Predictor.predict(points=...))
   model_crop        the same on a crop around the clicks and the previous mask ("look closely", qmn.prompt_crop)
   grabcut           GrabCut seeded by the clicks and the previous mask (qmn.grabcut.grabcut_from_clicks)
+  grabcut_local     the same, but only the piece it changes under the newest click is taken (grabcut_click_update)
 Box methods, from the true (tight) box and from a jittered one (each side moved by up to --jitter of the box size,
 seeded): box (the bare box as a mask), grabcut (guarded, qmn.grabcut), grabcut_unguarded, model (whole photo),
 model_crop (look closely: the predictor's default box path). Latency: median seconds of one more click (the 2nd)
@@ -39,7 +40,7 @@ from qmn import load_model
 from qmn.click_sim import Click, next_click
 from qmn.data import load_dataset
 from qmn.data.mixing import holdout_split
-from qmn.grabcut import grabcut_from_box, grabcut_from_clicks
+from qmn.grabcut import grabcut_click_update, grabcut_from_box, grabcut_from_clicks
 from qmn.predictor import Predictor
 from qmn.prompt_crop import click_extent, segment_on_crop
 
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = ROOT / "assets" / "qmn_tiny.safetensors"
 SETS = {name: ROOT.parent / "shared" / "data" / name for name in ("coco128", "fruitsnuts")}
 HOLDOUT = 0.2
-CLICK_METHODS = ("model", "model_crop", "grabcut")
+CLICK_METHODS = ("model", "model_crop", "grabcut", "grabcut_local")
 BOX_METHODS = ("box", "grabcut", "grabcut_unguarded", "model", "model_crop")
 IOU_AT = (1, 3, 5)
 NOC_AT = (0.85, 0.90)
@@ -112,7 +113,8 @@ def model_box(model: Predictor, look_closely: bool) -> BoxFn:
 
 def click_methods(model: Predictor) -> dict[str, ClickFn]:
     return {"model": model_clicks(model), "model_crop": model_clicks_on_crop(model),
-            "grabcut": lambda image, clicks, prev: grabcut_from_clicks(image, clicks, prev)}
+            "grabcut": lambda image, clicks, prev: grabcut_from_clicks(image, clicks, prev),
+            "grabcut_local": lambda image, clicks, prev: grabcut_click_update(image, clicks, prev)}
 
 
 def box_methods(model: Predictor) -> dict[str, BoxFn]:
@@ -146,11 +148,14 @@ def noc(curve: list[float], target: float, cap: int) -> int:
     return next((i + 1 for i, v in enumerate(curve) if v >= target), cap)
 
 
-def instances(root: Path, min_area: int, limit: int | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(image, gt mask, tight xyxy box) of every held-out instance of `root` with area >= min_area."""
+def instances(root: Path, min_area: int, limit: int | None,
+              part: str = "heldout") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image, gt mask, tight xyxy box) of every instance of `root` with area >= min_area in the held-out part (or,
+    to tune on, the training part)."""
     dataset = load_dataset(root, task="instance")
     count = 0
-    for i in holdout_split(len(dataset), HOLDOUT, seed=0)[1]:
+    train, heldout = holdout_split(len(dataset), HOLDOUT, seed=0)
+    for i in heldout if part == "heldout" else train:
         sample = dataset[i]
         for ann in sample.annotations:
             if ann.iscrowd or ann.mask is None or int(ann.mask.sum()) < min_area:
@@ -171,7 +176,7 @@ def evaluate_set(model: Predictor, root: Path, args: argparse.Namespace) -> dict
     boxers = {k: v for k, v in box_methods(model).items() if k in args.box_methods}
     curves: dict[str, list[list[float]]] = {m: [] for m in clickers}
     box_scores: dict[str, dict[str, list[float]]] = {kind: {m: [] for m in boxers} for kind in ("true", "jittered")}
-    todo = list(instances(root, args.min_area, args.max_instances))
+    todo = list(instances(root, args.min_area, args.max_instances, args.part))
     for image, gt, box in tqdm(todo, desc=root.name, file=sys.stderr):
         jittered = jitter_box(box, args.jitter, rng, gt.shape)
         for kind, b in (("true", box), ("jittered", jittered)):
@@ -225,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--box-methods", nargs="*", default=list(BOX_METHODS), choices=BOX_METHODS,
                    help="box methods to run (all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (2)")
+    p.add_argument("--part", choices=("heldout", "train"), default="heldout",
+                   help="which part of each set: heldout (report) or train (to tune on; never report it)")
     args = p.parse_args(argv)
     if not args.checkpoint.is_file():
         p.error(f"--checkpoint {args.checkpoint}: no such file")
@@ -234,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Predictor(load_model(args.checkpoint))
     report: dict = {"checkpoint": str(args.checkpoint), "command": "python -m bench.interactive " +
                     " ".join(argv if argv is not None else sys.argv[1:]), "holdout": HOLDOUT,
-                    "min_area": args.min_area, "max_clicks": args.max_clicks, "jitter": args.jitter, "sets": {}}
+                    "part": args.part, "min_area": args.min_area, "max_clicks": args.max_clicks, "jitter": args.jitter, "sets": {}}
     start = time.perf_counter()
     for name in args.sets:
         if not SETS[name].is_dir():

@@ -193,3 +193,28 @@ def grabcut_from_clicks(image: np.ndarray, clicks: Sequence[Click], previous: Op
     out = np.zeros((h, w), bool)
     out[cy0:cy1, cx0:cx1] = np.isin(pieces, sorted(clicked)) if clicked else found
     return out
+
+
+def grabcut_click_update(image: np.ndarray, clicks: Sequence[Click], previous: Optional[np.ndarray] = None,
+                         iterations: int = 3) -> np.ndarray:
+    """(H, W) bool: the previous mask corrected where the newest click says, and only there. GrabCut re-solves the
+    whole object from all clicks (`grabcut_from_clicks`), but of what it changes only the connected piece under the
+    newest click is taken; when that piece does not put the click on its side, a disc of CLICK_RADIUS image px
+    does. Why: a global re-solve also moves parts the user already accepted, so more clicks could make the mask worse;
+    a local correction never undoes an earlier one. The first click (no previous mask) is plain GrabCut."""
+    proposal = grabcut_from_clicks(image, clicks, previous, iterations)
+    if previous is None or not np.asarray(previous, bool).any() or not clicks:
+        return proposal
+    out = np.asarray(previous, bool).copy()
+    h, w = out.shape
+    x, y, positive = clicks[-1]
+    col, row = min(w - 1, max(0, int(x))), min(h - 1, max(0, int(y)))
+    _, pieces = cv2.connectedComponents((proposal != out).astype(np.uint8), connectivity=8)
+    piece = pieces == pieces[row, col] if pieces[row, col] else None
+    if piece is not None:
+        out[piece] = proposal[piece]
+    if out[row, col] != positive:
+        disc = np.zeros((h, w), np.uint8)
+        cv2.circle(disc, (col, row), CLICK_RADIUS, 1, -1)
+        out[disc > 0] = positive
+    return out

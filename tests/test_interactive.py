@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from bench import interactive
 from qmn.batching import sample_prompts
 from qmn.click_sim import next_click, perturb_mask, simulate_clicks
-from qmn.grabcut import box_prior, grabcut_from_box, grabcut_from_clicks, plausible_in_box
+from qmn.grabcut import box_prior, grabcut_click_update, grabcut_from_box, grabcut_from_clicks, plausible_in_box
 from qmn.prompt_crop import (box_to_crop, click_extent, clicks_to_crop, crop_around, paste, predict_boxes_on_crops,
                              segment_on_crop)
 from qmn.structures import Prediction, Segment
@@ -161,6 +162,35 @@ def test_grabcut_from_clicks_grows_from_a_click_and_obeys_negative_ones():
     negative = grabcut_from_clicks(img, [(70.5, 60.5, True), (75.5, 62.5, False)], previous=first)
     assert not negative[62, 75]
     assert not grabcut_from_clicks(img, [(10, 10, False)]).any()
+
+
+def test_a_click_corrects_only_the_piece_under_it():
+    """Two objects; the previous mask holds the first one and a stray blob of background far from both. A positive
+    click on the second object adds it; the first object and the blob (not under the click) stay as they were."""
+    img, obj = object_scene()
+    second = np.zeros_like(obj)
+    second[15:35, 125:150] = True
+    img[second] = (230, 200, 40)
+    stray = np.zeros_like(obj)
+    stray[100:112, 5:20] = True
+    previous = obj | stray
+    out = grabcut_click_update(img, [(70.5, 60.5, True), (137.5, 25.5, True)], previous)
+    assert out[25, 137] and interactive.mask_iou(out & second, second) > 0.8
+    assert (out[obj] == previous[obj]).all() and out[stray].all()
+    near_second = cv2.dilate(second.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+    assert not ((out != previous) & ~near_second).any()  # nothing changed away from the clicked object
+    # a negative click on the blob removes it, and nothing else
+    cleaned = grabcut_click_update(img, [(70.5, 60.5, True), (12.5, 105.5, False)], previous)
+    assert not cleaned[105, 12] and (cleaned[obj] == previous[obj]).all()
+
+
+def test_a_click_always_ends_on_its_own_side():
+    flat = np.full((60, 80, 3), 128, np.uint8)  # nothing for GrabCut to separate
+    previous = square()
+    out = grabcut_click_update(flat, [(20.5, 20.5, True), (60.5, 50.5, True)], previous)
+    assert out[50, 60] and (out[previous] == True).all()  # noqa: E712
+    out = grabcut_click_update(flat, [(20.5, 20.5, True), (25.5, 25.5, False)], previous)
+    assert not out[25, 25]
 
 
 # ---------------------------------------------------------------------------------------------- the benchmark
