@@ -319,16 +319,17 @@ def test_schedule_defaults_follow_the_checkpoint_and_explicit_flags_win():
 
     scratch, pretrained = SimpleNamespace(backbone_pretrained=""), SimpleNamespace(backbone_pretrained="hub")
     ft = build_parser().parse_args(["--data", "d", "--out", "o", "--init", "c.safetensors", "--max-minutes", "10"])
-    assert schedule_defaults(ft, scratch, 1000) == {"backbone_lr_mult": 1.0, "grad_clip": 1.0, "eval_every": 0,
-                                                     "eval_minutes": 2.0, "patience": 2}
-    assert schedule_defaults(ft, pretrained, 1000)["backbone_lr_mult"] == 0.1
+    assert schedule_defaults(ft, scratch, 1000) == {"lr": 5e-4, "backbone_lr_mult": 1.0, "grad_clip": 1.0,
+                                                     "eval_every": 0, "eval_minutes": 2.0, "patience": 2}
+    assert (schedule_defaults(ft, pretrained, 1000)["backbone_lr_mult"], schedule_defaults(ft, pretrained, 1000)["lr"]) == (
+        0.1, 2e-4)
     new = build_parser().parse_args(["--data", "d", "--out", "o", "--steps", "100"])
-    assert schedule_defaults(new, scratch, 100) == {"backbone_lr_mult": 1.0, "grad_clip": 0.1, "eval_every": 0,
-                                                    "eval_minutes": 0.0, "patience": 0}
+    assert schedule_defaults(new, scratch, 100) == {"lr": 2e-4, "backbone_lr_mult": 1.0, "grad_clip": 0.1,
+                                                    "eval_every": 0, "eval_minutes": 0.0, "patience": 0}
     explicit = build_parser().parse_args(["--data", "d", "--out", "o", "--init", "c", "--patience", "0",
-                                          "--eval-every", "7", "--grad-clip", "0.5"])
+                                          "--eval-every", "7", "--grad-clip", "0.5", "--lr", "1e-4"])
     got = schedule_defaults(explicit, scratch, 1000)
-    assert (got["patience"], got["eval_every"], got["grad_clip"]) == (0, 7, 0.5)
+    assert (got["patience"], got["eval_every"], got["grad_clip"], got["lr"]) == (0, 7, 0.5, 1e-4)
 
 
 def test_auto_resolution_reads_photo_and_object_sizes():
