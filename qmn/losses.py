@@ -130,7 +130,7 @@ class SetCriterion(nn.Module):
                         family: str) -> dict[str, Tensor]:
         """Every layer's terms for queries that each have their own target (`assign` (B, Q'), -1 = padding)."""
         indices = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in assign.cpu()]
-        count = max(float(sum(len(q) for q, _ in indices)), 1.0)
+        count, = global_mean_counts([sum(len(q) for q, _ in indices)], assign.device)  # same on every DDP rank
         last = len(outputs.layers) - 1
         losses = {}
         for i, layer in enumerate(outputs.layers):
