@@ -14,7 +14,7 @@ from qmn.click_sim import simulate_clicks
 from qmn.config import QMNConfig
 from qmn.data.sample import Sample
 from qmn.denoising import DenoisingPrompts, sample_denoising
-from qmn.queries import Prompts
+from qmn.queries import Prompts, empty_prompt_slots
 
 FOREGROUND_PROMPT = "foreground"
 TRAIN_MAX_CLICKS = 4  # clicks per simulated interactive session in training (the first one positive)
@@ -137,13 +137,10 @@ def sample_prompts(targets: list[dict], max_per_image: int, rng: np.random.Gener
     if p == 0:
         return None
     b = len(targets)
-    boxes = torch.zeros(b, p, 4)
-    boxes[..., 2:] = 0.1
-    valid = torch.zeros(b, p, dtype=torch.bool)
+    boxes, valid, assign = empty_prompt_slots(b, p)
     from_box = torch.ones(b, p, dtype=torch.bool)
     points = torch.zeros(b, p, max_clicks, 2)
     labels = torch.full((b, p, max_clicks), -1, dtype=torch.long)
-    assign = torch.full((b, p), -1, dtype=torch.long)
     for i, (t, idx) in enumerate(zip(targets, chosen)):
         size = t["masks"].shape[-1]
         for j, k in enumerate(idx):

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from qmn.box_ops import jitter_box
+from qmn.queries import empty_prompt_slots
 
 
 @dataclass
@@ -44,12 +45,8 @@ def sample_denoising(targets: list[dict], max_per_image: int, label_noise: float
     d = max((len(c) for c in chosen), default=0)
     if d == 0:
         return None
-    b = len(targets)
-    boxes = torch.zeros(b, d, 4)
-    boxes[..., 2:] = 0.1
-    labels = torch.zeros(b, d, dtype=torch.long)
-    valid = torch.zeros(b, d, dtype=torch.bool)
-    assign = torch.full((b, d), -1, dtype=torch.long)
+    boxes, valid, assign = empty_prompt_slots(len(targets), d)
+    labels = torch.zeros(len(targets), d, dtype=torch.long)
     for i, (t, idx) in enumerate(zip(targets, chosen)):
         names = np.flatnonzero(t["text_valid"].numpy()) if "text_valid" in t else np.unique(t["labels"].numpy())
         for j, k in enumerate(idx):

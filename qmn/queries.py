@@ -57,6 +57,14 @@ class Prompts:
         return Prompts(*(getattr(self, f).to(device, non_blocking=True) for f in Prompts.__dataclass_fields__))
 
 
+def empty_prompt_slots(batch: int, slots: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Padded per-image prompt slots: boxes (B, S, 4) (a 0.1 x 0.1 placeholder box at the corner), valid (B, S) all False,
+    target index (B, S) all -1; the samplers fill the slots they use."""
+    boxes = torch.zeros(batch, slots, 4)
+    boxes[..., 2:] = 0.1
+    return boxes, torch.zeros(batch, slots, dtype=torch.bool), torch.full((batch, slots), -1, dtype=torch.long)
+
+
 def encoder_anchors(shapes: list[tuple[int, int]], device: torch.device) -> Tensor:
     """One anchor box per encoder token: cell centre, w = h = 0.05 * 2^level (Mask DINO). (S, 4) cxcywh."""
     anchors = []
