@@ -67,6 +67,9 @@ class QMNConfig:
     # closed vocabulary; `qmn.batching.text_validity`); False = every prompt is a negative for every image of the
     # batch (before: a referred "the red circle" was trained as not-"circle", see docs/why_things.md)
     negatives_per_image: bool = True
+    # class head: each query also sees an S x S RoIAlign of the pixel features and of its own mask at its own box
+    # (`qmn.region_features`); 0 = off (checkpoints from before it)
+    region_pool_size: int = 0
     # inference
     score_threshold: float = 0.3  # default segment score cut; `bench/calibrate_threshold.py` tunes it per model
     # resolution (qmn.tiling): 0 = shrink every photo to image_size (older checkpoints); > 0 = train on crops at the
@@ -131,7 +134,7 @@ class QMNConfig:
 
 
 PRESETS: dict[str, QMNConfig] = {
-    "tiny": QMNConfig(num_mask_points=2048),
+    "tiny": QMNConfig(num_mask_points=2048, region_pool_size=7),
     "base": QMNConfig(
         backbone="swin_base_patch4_window12_384",
         image_size=1024,
@@ -144,6 +147,7 @@ PRESETS: dict[str, QMNConfig] = {
         num_learnable=100,
         num_conditional=300,
         num_negative_prompts=100,
+        region_pool_size=7,
     ),
 }
 

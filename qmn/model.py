@@ -21,6 +21,7 @@ from qmn.heads import ClassHead, MaskHead
 from qmn.losses import SetCriterion
 from qmn.outputs import LayerOutputs, QueryMeldOutput
 from qmn.queries import ConditionalQueries, LearnableQueries, PromptedQueries, Prompts, QuerySet
+from qmn.region_features import RegionFeatures
 from qmn.text import TextEncoder, build_text_encoder, shared_text_encoder
 
 
@@ -54,6 +55,8 @@ class QueryMeldNet(nn.Module):
         self.decoder = Decoder(dim, cfg.num_heads, cfg.ffn_dim, cfg.dec_layers, NUM_LEVELS, cfg.dec_points, cfg.dropout)
         self.class_head = ClassHead(dim)
         self.mask_head = MaskHead(dim, cfg.mask_dim)
+        self.region_features = (RegionFeatures(cfg.mask_dim, dim, cfg.region_pool_size) if cfg.region_pool_size
+                                else None)
         self.criterion = SetCriterion(cfg)
 
     @property
@@ -105,10 +108,19 @@ class QueryMeldNet(nn.Module):
         queries, interm = self.build_queries(enc.memory, enc.spatial_shapes, text, enc.level_map(0), prompts,
                                              enc.mask_features, denoising)
         dec = self.decoder(queries, enc.memory, enc.spatial_shapes)
-        layers = [LayerOutputs(self.class_head(h, text), boxes, self.mask_head(h, enc.mask_features))
+        pixels = None if self.region_features is None else self.region_features.pixel_features(enc.mask_features)
+        layers = [self.layer_outputs(h, boxes, text, enc.mask_features, pixels)
                   for h, boxes in zip(dec.hidden, dec.boxes)]
         return QueryMeldOutput(layers, interm, queries.num_learnable, queries.num_conditional, queries.num_prompted,
                                queries.num_denoising)
+
+    def layer_outputs(self, hidden: Tensor, boxes: Tensor, text: Tensor, mask_features: Tensor,
+                      region_pixels: Tensor | None) -> LayerOutputs:
+        """One decoder layer's heads: masks first, so the class head can read the region each query found."""
+        masks = self.mask_head(hidden, mask_features)
+        if self.region_features is not None:
+            hidden = hidden + self.region_features(boxes, masks, region_pixels)
+        return LayerOutputs(self.class_head(hidden, text), boxes, masks)
 
     def compute_loss(self, batch: Batch) -> dict[str, Tensor]:
         """Every named loss term plus "loss", their sum weighted by `criterion.weight_dict`."""
