@@ -148,8 +148,17 @@ KEY_HANDLERS: dict[str, Callable[[SessionState], Reply]] = {
 
 
 def handle(session: SessionState, host: ModelHost, canvas: CanvasState, event: CanvasEvent, inputs: Inputs) -> Reply:
-    """Do what `event` asks, through the same actions as the buttons and the API."""
-    canvas.answered += 1
+    """Do what `event` asks, through the same actions as the buttons and the API. The answer count (the view's
+    `ack`, from which the page times a gesture) moves only once the gesture is done: a view rendered meanwhile by
+    another event (a refresh) must not pass for this gesture's answer."""
+    try:
+        return _dispatch(session, host, canvas, event, inputs)
+    finally:
+        canvas.answered += 1
+
+
+def _dispatch(session: SessionState, host: ModelHost, canvas: CanvasState, event: CanvasEvent,
+              inputs: Inputs) -> Reply:
     if isinstance(event, PointEvent):
         return click(session, host, canvas, event, new_label(session, canvas, inputs), inputs.box_method)
     if isinstance(event, BoxEvent):

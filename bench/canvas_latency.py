@@ -5,10 +5,12 @@ The page measures each round trip itself (app/canvas.js: from the gesture leavin
 new overlay decoded and drawn), so Playwright's own overhead is not counted. "widget": the canvas
 demo (app/canvas_demo.py), where a click adds a disc mask: the widget's cost (event, renderer, PNG
 overlay, transfer, decode, draw) without the model's. "app_with_model" (--app): the Annotate tab
-with the bundled model and its default fill: each click re-runs GrabCut seeded by all clicks so far and the
-previous mask (one object refined click after click, as in interactive-segmentation protocols). The renderer alone is timed.
+with the bundled model and its default click fill, used as an annotator does: per object one click
+on it ("first_click": the one-click -> mask time), two corrections near it ("refine_click": GrabCut
+re-solves from all clicks and the previous mask), then `a` to accept it, and the next object.
+The renderer alone is timed too.
 
-    python bench/canvas_latency.py [--clicks 20] [--photo PATH] [--app]
+    python bench/canvas_latency.py [--clicks 20] [--objects 8] [--photo PATH] [--app]
 """
 from __future__ import annotations
 
@@ -61,30 +63,78 @@ def time_renderer(photo: np.ndarray, masks: int = 20, repeats: int = 5) -> float
     return statistics.median(times)
 
 
+class CanvasPage:
+    """The canvas at `url` in headless Chromium, once its photo is shown: gestures that wait for their answer."""
+
+    def __init__(self, playwright: Any, url: str, setup: Callable[[Any], None]) -> None:
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                  args=["--no-sandbox", "--disable-gpu"])
+        self.page = self.browser.new_page(viewport={"width": 1600, "height": 1100})
+        self.page.goto(url, wait_until="load")
+        setup(self.page)
+        self.root = self.page.wait_for_selector(".qmn-canvas", timeout=60_000)
+        self.page.wait_for_function("r => r.qmn && r.qmn.img && r.qmn.shown && r.qmn.shown.image", arg=self.root,
+                                    timeout=60_000)
+        self.page.wait_for_timeout(2000)  # let the refreshes that follow opening a folder land before timing
+        box = self.page.locator(".qmn-canvas canvas").bounding_box()
+        w, h = self.page.evaluate("r => [r.qmn.shown.width, r.qmn.shown.height]", self.root)
+        fit = min(box["width"] / w, box["height"] / h)  # the photo is fitted and centred
+        self.origin = (box["x"] + (box["width"] - w * fit) / 2, box["y"] + (box["height"] - h * fit) / 2)
+        self.size = (w * fit, h * fit)
+
+    def _answered(self, gesture: Callable[[], None]) -> None:
+        done = self.page.evaluate("r => r.qmn.latencies.length", self.root)
+        gesture()
+        self.page.wait_for_function("([r, n]) => r.qmn.latencies.length > n", arg=[self.root, done], timeout=120_000)
+
+    def click(self, fx: float, fy: float) -> None:
+        """Click at a fraction (fx, fy) of the photo."""
+        self._answered(lambda: self.page.mouse.click(self.origin[0] + self.size[0] * fx,
+                                                     self.origin[1] + self.size[1] * fy))
+
+    def press(self, key: str) -> None:
+        self._answered(lambda: (self.root.focus(), self.page.keyboard.press(key)))
+
+    def latencies(self) -> list[float]:
+        return self.page.evaluate("r => r.qmn.latencies", self.root)
+
+    def close(self) -> None:
+        self.browser.close()
+
+
 def round_trips(url: str, clicks: int, setup: Callable[[Any], None] = lambda page: None) -> list[float]:
     """Click `clicks` times across the canvas at `url`; the page's own round-trip times (ms)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1100})
-        page.goto(url, wait_until="load")
-        setup(page)
-        root = page.wait_for_selector(".qmn-canvas", timeout=60_000)
-        page.wait_for_function("r => r.qmn && r.qmn.img && r.qmn.shown && r.qmn.shown.image", arg=root, timeout=60_000)
-        page.wait_for_timeout(2000)  # let the refreshes that follow opening a folder land before timing
-        box = page.locator(".qmn-canvas canvas").bounding_box()
-        w, h = page.evaluate("r => [r.qmn.shown.width, r.qmn.shown.height]", root)
-        fit = min(box["width"] / w, box["height"] / h)  # the photo is fitted and centred
-        left, top = box["x"] + (box["width"] - w * fit) / 2, box["y"] + (box["height"] - h * fit) / 2
+        canvas = CanvasPage(p, url, setup)
         for i in range(clicks):
-            done = page.evaluate("r => r.qmn.latencies.length", root)
-            page.mouse.click(left + w * fit * (0.2 + 0.6 * ((i * 7) % 10) / 10),
-                             top + h * fit * (0.2 + 0.6 * ((i * 3) % 10) / 10))
-            page.wait_for_function("([r, n]) => r.qmn.latencies.length > n", arg=[root, done], timeout=120_000)
-        latencies = page.evaluate("r => r.qmn.latencies", root)
-        browser.close()
+            canvas.click(0.2 + 0.6 * ((i * 7) % 10) / 10, 0.2 + 0.6 * ((i * 3) % 10) / 10)
+        latencies = canvas.latencies()
+        canvas.close()
     return latencies
+
+
+def object_round_trips(url: str, objects: int, setup: Callable[[Any], None]) -> dict[str, list[float]]:
+    """Per object: a click on it, two corrections 2% of the photo away, `a` (accept) -> round trips by kind (ms)."""
+    from playwright.sync_api import sync_playwright
+
+    kinds: list[str] = []
+    with sync_playwright() as p:
+        canvas = CanvasPage(p, url, setup)
+        for k in range(objects):
+            fx, fy = 0.15 + 0.7 * ((k * 3) % 8) / 8, 0.2 + 0.6 * ((k * 5) % 8) / 8
+            for dx, dy, kind in ((0, 0, "first_click"), (0.02, 0.01, "refine_click"), (-0.015, 0.02, "refine_click")):
+                canvas.click(fx + dx, fy + dy)
+                kinds.append(kind)
+            canvas.press("a")
+            kinds.append("accept")
+        latencies = canvas.latencies()
+        canvas.close()
+    by_kind: dict[str, list[float]] = {}
+    for kind, ms in zip(kinds, latencies):
+        by_kind.setdefault(kind, []).append(ms)
+    return by_kind
 
 
 def demo_round_trips(photo: np.ndarray, clicks: int) -> list[float]:
@@ -101,8 +151,8 @@ def demo_round_trips(photo: np.ndarray, clicks: int) -> list[float]:
         demo.close()
 
 
-def app_round_trips(photo: np.ndarray, clicks: int, workspace: Path) -> list[float]:
-    """The real app with the bundled model: each click runs the model's point query (2 threads)."""
+def app_round_trips(photo: np.ndarray, objects: int, workspace: Path) -> dict[str, list[float]]:
+    """The real app with the bundled model and its default click fill (2 threads), per object (object_round_trips)."""
     import torch
 
     from app.model_host import DEFAULT_CHECKPOINT, ModelHost
@@ -121,14 +171,14 @@ def app_round_trips(photo: np.ndarray, clicks: int, workspace: Path) -> list[flo
         page.fill("#prompts textarea", "object")
 
     try:
-        return round_trips(url, clicks, open_folder)
+        return object_round_trips(url, objects, open_folder)
     finally:
         demo.close()
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
-    return {"clicks": len(ordered), "round_trip_ms_median": round(statistics.median(ordered), 1),
+    return {"gestures": len(ordered), "round_trip_ms_median": round(statistics.median(ordered), 1),
             "round_trip_ms_p90": round(ordered[int(0.9 * (len(ordered) - 1))], 1),
             "round_trip_ms_max": round(ordered[-1], 1)}
 
@@ -136,6 +186,7 @@ def summary(latencies: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--objects", type=int, default=8, help="objects made in the app (--app): 3 clicks + accept each")
     parser.add_argument("--photo", default=None, help="image file (default: a fruitsnuts photo, else synthetic)")
     parser.add_argument("--app", action="store_true", help="also the real app with the bundled model in the loop")
     parser.add_argument("--out", type=Path, help="also write the JSON here (stdout carries the servers' own lines too)")
@@ -149,8 +200,9 @@ def main() -> None:
         result["widget"] = summary(demo_round_trips(photo, args.clicks))
         if args.app:
             with tempfile.TemporaryDirectory() as ws:
-                result["app_with_model"] = {**summary(app_round_trips(photo, args.clicks, Path(ws))),
-                                            "torch_threads": 2}
+                by_kind = app_round_trips(photo, args.objects, Path(ws))
+                result["app_with_model"] = {"objects": args.objects, "torch_threads": 2,
+                                            **{kind: summary(ms) for kind, ms in by_kind.items()}}
     print(json.dumps(result, indent=2))
     if args.out:
         from qmn.io_utils import atomic_write_json

@@ -154,3 +154,20 @@ def test_low_score_proposals_wait_behind_show_more(session):
     assert shown_regions(session, canvas) == (session.ann.regions, 0)
     handle(session, DiscHost(), canvas, key_event("m"), INPUTS)
     assert shown_regions(session, canvas)[1] == 2
+
+
+def test_the_answer_count_moves_only_when_the_gesture_is_done(session):
+    """The page times a gesture until a view carrying its answer number (`ack`) is drawn; a view rendered while the
+    gesture is still running (a refresh from another event) must still carry the previous number."""
+    canvas = CanvasState()
+    seen = []
+
+    class WatchingHost(DiscHost):
+        def predict(self, *args, **kwargs):
+            seen.append(canvas_props(session, canvas, INPUTS, lambda image: "u")["ack"])
+            return super().predict(*args, **kwargs)
+
+    handle(session, WatchingHost(), canvas, PointEvent(40.5, 40.5), INPUTS)
+    assert seen == [0] and canvas_props(session, canvas, INPUTS, lambda image: "u")["ack"] == 1
+    handle(session, WatchingHost(), canvas, key_event("a"), INPUTS)  # a key is a gesture too
+    assert canvas.answered == 2
