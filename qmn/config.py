@@ -27,6 +27,11 @@ class QMNConfig:
     # text side
     text_encoder: str = "minilm"  # "minilm" (bundled, offline) | "open_clip:<model>:<pretrained tag or file>"
     train_text_encoder: bool = False
+    # False: `text_proj` is a fixed orthonormal projection (rows orthonormal, no bias) that keeps the text encoder's
+    # geometry, so the class loss cannot fold every name into one "object" vector (it did: nine shape names at cosine
+    # 0.96 after training, 0.35 in MiniLM; docs/why_things.md); the image side learns to meet the names. True = trained
+    # (checkpoints from before)
+    train_text_proj: bool = True
     # transformer
     hidden_dim: int = 128
     num_heads: int = 4
@@ -134,7 +139,7 @@ class QMNConfig:
 
 
 PRESETS: dict[str, QMNConfig] = {
-    "tiny": QMNConfig(num_mask_points=2048, region_pool_size=7),
+    "tiny": QMNConfig(num_mask_points=2048, region_pool_size=7, train_text_proj=False),
     "base": QMNConfig(
         backbone="swin_base_patch4_window12_384",
         image_size=1024,
@@ -148,6 +153,7 @@ PRESETS: dict[str, QMNConfig] = {
         num_conditional=300,
         num_negative_prompts=100,
         region_pool_size=7,
+        train_text_proj=False,
     ),
 }
 

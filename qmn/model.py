@@ -49,6 +49,10 @@ class QueryMeldNet(nn.Module):
         else:
             self.__dict__["text_encoder"] = text_encoder.eval()  # shared and frozen: a plain reference
         self.text_proj = nn.Linear(text_encoder.dim, dim)
+        if not cfg.train_text_proj:  # a fixed projection that keeps the names apart (config: train_text_proj)
+            nn.init.orthogonal_(self.text_proj.weight)
+            nn.init.zeros_(self.text_proj.bias)
+            self.text_proj.requires_grad_(False)
         self.learnable_queries = LearnableQueries(cfg.num_learnable, dim) if cfg.num_learnable else None
         self.conditional_queries = ConditionalQueries(dim) if cfg.num_conditional else None
         self.prompted_queries = PromptedQueries(dim)

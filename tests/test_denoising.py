@@ -56,7 +56,7 @@ def test_padding_when_an_image_has_fewer_objects():
 
 
 def test_denoising_queries_never_reach_the_matcher_and_train_their_own_terms(micro_cfg):
-    cfg = dn_config(micro_cfg)
+    cfg = dataclasses.replace(dn_config(micro_cfg), train_text_proj=True)  # to see the gradient reach the names
     torch.manual_seed(0)
     model = QueryMeldNet(cfg).train()
     seen = []

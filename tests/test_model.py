@@ -154,7 +154,7 @@ def test_box_only_annotations_skip_mask_loss(micro_cfg):
 def test_gradients_reach_learnable_conditional_and_text_paths(micro_cfg):
     import dataclasses
 
-    cfg = dataclasses.replace(micro_cfg, num_prompted_train=2)
+    cfg = dataclasses.replace(micro_cfg, num_prompted_train=2, train_text_proj=True)  # the trained text path too
     torch.manual_seed(0)
     model = QueryMeldNet(cfg).train()
     batch = collate([two_object_scene(0), two_object_scene(1)], cfg, np.random.default_rng(0))
@@ -164,7 +164,8 @@ def test_gradients_reach_learnable_conditional_and_text_paths(micro_cfg):
                  "conditional_queries.enc_output.weight", "conditional_queries.class_head.proj.weight",
                  "text_proj.weight", "prompted_queries.box_proj.weight", "backbone.body.stem_0.weight",
                  "decoder.layers.0.dual_query.learnable_from_conditional.in_proj_weight",
-                 "decoder.layers.0.dual_query.conditional_from_learnable.in_proj_weight"):
+                 "decoder.layers.0.dual_query.conditional_from_learnable.in_proj_weight",
+                 "region_features.embed.layers.1.weight"):  # its zero-initialised last layer
         g = grads[name]
         assert g is not None and g.abs().sum() > 0, name
 
