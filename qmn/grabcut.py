@@ -30,6 +30,8 @@ MIN_MAIN_PIECE = 0.6  # the largest connected piece holds at least this fraction
 CLICK_RADIUS = 8  # px (at the working size) of a click's hard seed disc
 FIRST_CLICK_EXTENT = 0.12  # a first click's probable-object disc, as a fraction of the image's longer side
 WORK_SIZE = 256  # px: GrabCut runs on the crop scaled to at most this side (its cost grows with pixels, not detail)
+# clicks are solved coarse to fine: all iterations at this size, then one at WORK_SIZE from that answer
+COARSE_SIZE = 128
 BOX_WORK_SIZE = 384  # a box is filled once, so it affords more detail than a click (train parts: +0.02 IoU)
 Click = tuple[float, float, bool]
 
@@ -80,6 +82,23 @@ def _run_grabcut(crop_rgb: np.ndarray, labels: np.ndarray, rect: tuple[int, int,
     if scale < 1.0:
         found = cv2.resize(found.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
     return found if found.any() else None
+
+
+def _run_coarse_to_fine(crop_rgb: np.ndarray, labels: np.ndarray, iterations: int,
+                        seeds: Sequence[Click]) -> np.ndarray | None:
+    """`_run_grabcut` from initial `labels`, first at COARSE_SIZE, then one iteration at WORK_SIZE starting from the
+    coarse answer (hard labels and seeds kept). Why: from a rough prior most of GrabCut's time goes into the first
+    graph cuts, whose colour models still overlap; at 128 px they are cheap, and the fine pass only moves the
+    boundary. On the training parts of bench/interactive it was also the better fill: NoC@85 coco128 12.1 -> 11.6,
+    fruitsnuts 4.0 -> 2.8; a first click 0.39 -> 0.14 s (median, 1280 x 1024 photo)."""
+    if max(labels.shape) <= 1.25 * COARSE_SIZE:
+        return _run_grabcut(crop_rgb, labels, None, iterations, seeds)
+    coarse = _run_grabcut(crop_rgb, labels.copy(), None, iterations, seeds, COARSE_SIZE)
+    if coarse is None:
+        return _run_grabcut(crop_rgb, labels, None, iterations, seeds)
+    hard = (labels == cv2.GC_BGD) | (labels == cv2.GC_FGD)
+    start = np.where(hard, labels, np.where(coarse, cv2.GC_PR_FGD, cv2.GC_PR_BGD)).astype(np.uint8)
+    return _run_grabcut(crop_rgb, start, None, 1, seeds)
 
 
 def main_pieces(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -181,7 +200,7 @@ def grabcut_from_clicks(image: np.ndarray, clicks: Sequence[Click], previous: Op
     cx0, cy0, cx1, cy1 = _context(int(bx0), int(by0), int(np.ceil(bx1)), int(np.ceil(by1)), h, w)
     labels = np.where(prior[cy0:cy1, cx0:cx1] > 0, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     seeds = [(x - cx0, y - cy0, p) for x, y, p in clicks]
-    found = _run_grabcut(image[cy0:cy1, cx0:cx1], labels, None, iterations, seeds)
+    found = _run_coarse_to_fine(image[cy0:cy1, cx0:cx1], labels, iterations, seeds)
     if found is None:  # nothing found: the positive click discs at least
         discs = np.zeros(labels.shape, np.uint8)
         for x, y, _ in (s for s in seeds if s[2]):

@@ -164,6 +164,29 @@ def test_grabcut_from_clicks_grows_from_a_click_and_obeys_negative_ones():
     assert not grabcut_from_clicks(img, [(10, 10, False)]).any()
 
 
+def test_clicks_on_a_large_photo_are_solved_coarse_to_fine(monkeypatch):
+    """A crop larger than the coarse size goes through the 128 px solve and one fine pass: the object is found with
+    its full-resolution boundary, and hard seeds hold at both scales."""
+    import qmn.grabcut as grabcut
+
+    img, obj = object_scene()
+    img = cv2.resize(img, (640, 480), interpolation=cv2.INTER_NEAREST)
+    obj = cv2.resize(obj.astype(np.uint8), (640, 480), interpolation=cv2.INTER_NEAREST) > 0
+    sizes = []
+    real = grabcut._run_grabcut
+
+    def recording(crop, labels, rect, iterations, seeds=(), work_size=grabcut.WORK_SIZE):
+        sizes.append((work_size, iterations))
+        return real(crop, labels, rect, iterations, seeds, work_size)
+
+    monkeypatch.setattr(grabcut, "_run_grabcut", recording)
+    first = grabcut_from_clicks(img, [(280.5, 240.5, True)])
+    assert sizes == [(grabcut.COARSE_SIZE, 3), (grabcut.WORK_SIZE, 1)]
+    assert interactive.mask_iou(first, obj) > 0.9
+    negative = grabcut_from_clicks(img, [(280.5, 240.5, True), (300.5, 250.5, False)], previous=first)
+    assert not negative[250, 300] and negative[240, 280]
+
+
 def test_a_click_corrects_only_the_piece_under_it():
     """Two objects; the previous mask holds the first one and a stray blob of background far from both. A positive
     click on the second object adds it; the first object and the blob (not under the click) stay as they were."""
