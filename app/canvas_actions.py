@@ -38,6 +38,7 @@ class CanvasState:
     active_class: Optional[int] = None  # None: new masks take the typed label, else the first prompt
     answered: int = 0  # gestures handled, sent as the props' `ack`
     all_proposals: bool = False  # m: show every unreviewed proposal, not only the PROPOSALS_SHOWN best
+    last_view: Optional[dict[str, Any]] = None  # the props last sent to the page (a refresh that equals it is skipped)
 
     def current_clicks(self, session: SessionState) -> list[tuple[float, float, bool]]:
         """The clicks still building the selected mask; forgotten once it is not the object at hand."""

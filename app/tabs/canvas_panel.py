@@ -39,7 +39,8 @@ def wire(studio: Studio, ui: Annotate, panel: Correct, model_events: dict) -> No
         given = inputs(prompts, task, label, box_method)
         reply = handle(session, host, canvas, event, given)
         opened = session.image if session.image_name != before else gr.skip()
-        return session, opened, canvas_props(session, canvas, given, image_src), canvas, reply
+        canvas.last_view = canvas_props(session, canvas, given, image_src)
+        return session, opened, canvas.last_view, canvas, reply
 
     def panels(session: SessionState, reply: Reply | None) -> tuple:
         if reply is None:
@@ -47,8 +48,14 @@ def wire(studio: Studio, ui: Annotate, panel: Correct, model_events: dict) -> No
         return show(session, reply, overlay=False)
 
     def refresh(session: SessionState, canvas: CanvasState, prompts: str, task: str, label: str,
-                box_method: str) -> dict[str, Any]:
-        return canvas_props(session, canvas, inputs(prompts, task, label, box_method), image_src)
+                box_method: str) -> Any:
+        """The canvas after another event; nothing is sent when the page already shows exactly this view (the
+        panels' step of every gesture changes the status, which lands here)."""
+        view = canvas_props(session, canvas, inputs(prompts, task, label, box_method), image_src)
+        if view == canvas.last_view:
+            return gr.skip()
+        canvas.last_view = view
+        return view
 
     fields = [ui.session, state, ui.prompts, ui.task, panel.label, panel.box_method]
     answer = gr.State(None)  # the gesture's Reply, handed to the panels' step
