@@ -60,6 +60,8 @@ def run_model(model, scenes, limit: int) -> list[dict]:
     captured = {}
     hook = model.decoder.register_forward_hook(lambda m, i, o: captured.__setitem__("dec", o))
     hook_enc = model.encoder.register_forward_hook(lambda m, i, o: captured.__setitem__("enc", o))
+    hook_region = (None if model.region_features is None else  # called once per decoder layer: the last call stays
+                   model.region_features.register_forward_hook(lambda m, i, o: captured.__setitem__("region", o)))
     cfg = model.cfg
     text_index = {n: i for i, n in enumerate(NAMES)}
     rows = []
@@ -82,6 +84,9 @@ def run_model(model, scenes, limit: int) -> list[dict]:
         rows.append({
             "logits": last.logits[0, :nq].float().numpy(),
             "hidden": captured["dec"].hidden[-1][0, :nq].float().numpy(),
+            # what the class head reads: the decoder feature plus, with region features, the query's own region
+            "head_input": (captured["dec"].hidden[-1][0, :nq] + (0 if hook_region is None else
+                                                                  captured["region"][0, :nq])).float().numpy(),
             "iou": _iou_matrix(masks, gt_masks),
             "labels": np.array([text_index[a.text] for _, a in gts]),
             "sizes": [(a.extra.get("attributes") or {}).get("size", "stuff") for _, a in gts],
@@ -92,8 +97,9 @@ def run_model(model, scenes, limit: int) -> list[dict]:
             "probs": last.logits[0, :nq].float().sigmoid().numpy(),
             "pred_masks": masks.reshape(nq, h, w),
         })
-    hook.remove()
-    hook_enc.remove()
+    for h in (hook, hook_enc, hook_region):
+        if h is not None:
+            h.remove()
     return rows
 
 
@@ -172,7 +178,7 @@ def model_report(model, rows: list[dict], probe_rows: list[dict]) -> dict:
 
 
 def _features(model, rows, nthing):
-    x, xp, y, group = [], [], [], []
+    x, xi, y, group = [], [], [], []
     for gi, r in enumerate(rows):
         for m, label in enumerate(r["labels"]):
             if label >= nthing:
@@ -181,13 +187,15 @@ def _features(model, rows, nthing):
             if r["iou"][q, m] <= 0.5:
                 continue
             x.append(r["hidden"][q])
+            xi.append(r["head_input"][q])
             y.append(label)
             group.append(gi)
     x = np.stack(x) if x else np.zeros((0, model.cfg.hidden_dim), np.float32)
+    xi = np.stack(xi) if xi else np.zeros((0, model.cfg.hidden_dim), np.float32)
     with torch.no_grad():
         head = model.class_head
-        xp = F.normalize(head.proj(head.norm(torch.from_numpy(x))), dim=-1).numpy()
-    return x, xp, np.array(y), np.array(group)
+        xp = F.normalize(head.proj(head.norm(torch.from_numpy(xi))), dim=-1).numpy()
+    return x, xi, xp, np.array(y), np.array(group)
 
 
 def linear_probe(model, rows) -> dict:
@@ -200,12 +208,15 @@ def linear_probe(model, rows) -> dict:
     probe = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))  # noqa: E731
 
     nthing = len(THING_SHAPES)
-    x, xp, y, group = _features(model, rows, nthing)
+    x, xi, xp, y, group = _features(model, rows, nthing)
     if len(y) < 20:
         return {"samples": int(len(y)), "note": "too few found things"}
     split = group < int(0.7 * len(rows))
     out = {"samples_train": int(split.sum()), "samples_test": int((~split).sum()), "chance": round(1 / nthing, 3)}
-    for name, feats in (("decoder_feature", x), ("class_head_projection", xp)):
+    probes = [("decoder_feature", x), ("class_head_projection", xp)]
+    if model.region_features is not None:
+        probes.append(("class_head_input_with_region", xi))
+    for name, feats in probes:
         clf = probe()
         clf.fit(feats[split], y[split])
         out[f"probe_acc_{name}"] = round(float(clf.score(feats[~split], y[~split])), 3)
