@@ -61,6 +61,9 @@ class QMNConfig:
     dice_weight: float = 5.0
     box_l1_weight: float = 5.0
     giou_weight: float = 2.0
+    # > 0: also a softmax cross-entropy over each image's own names for every matched / assigned query (which name,
+    # Mask2Former's class loss), beside the focal term (object or not); 0 = off
+    name_loss_weight: float = 0.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     num_mask_points: int = 12544

@@ -59,6 +59,8 @@ class SetCriterion(nn.Module):
         base = dict(zip(LOSS_NAMES, (cfg.class_weight, cfg.box_l1_weight, cfg.giou_weight, cfg.mask_bce_weight,
                                      cfg.dice_weight)))
         # every term the criterion can return -> its weight in "loss" (a term missing here is a bug, not a zero)
+        if cfg.name_loss_weight > 0:
+            base["loss_name"] = cfg.name_loss_weight
         self.weight_dict: dict[str, float] = {name + suffix: w for suffix in loss_suffixes(cfg.dec_layers)
                                               for name, w in base.items()}
 
@@ -71,6 +73,23 @@ class SetCriterion(nn.Module):
         if all("text_valid" in t for t in targets):  # only the prompts known true / false for each image (collate)
             loss = loss * torch.stack([t["text_valid"] for t in targets])[:, None, :].to(loss.dtype)
         return loss.sum() / num
+
+    def loss_name(self, logits: Tensor, indices: list[tuple[Tensor, Tensor]], targets: list[dict], num: float) -> Tensor:
+        """Softmax cross-entropy over the prompts known true / false for the image (its `text_valid`), the target's
+        own text being the answer: the focal term barely separates names that share a direction (a wrong shape name
+        scores as low as the right one early, so focal down-weights it); this asks which name."""
+        rows, labels = [], []
+        for b, (q, t) in enumerate(indices):
+            if len(q) == 0:
+                continue
+            row = logits[b, q].float()  # (n, T)
+            if "text_valid" in targets[b]:
+                row = row.masked_fill(~targets[b]["text_valid"].bool()[None], -1e4)
+            rows.append(row)
+            labels.append(targets[b]["labels"][t])
+        if not rows:
+            return logits.sum() * 0
+        return F.cross_entropy(torch.cat(rows), torch.cat(labels), reduction="sum") / num
 
     def loss_boxes(self, boxes: Tensor, indices: list[tuple[Tensor, Tensor]], targets: list[dict], num: float) -> dict:
         src = torch.cat([boxes[b, q] for b, (q, _) in enumerate(indices)])
@@ -99,6 +118,8 @@ class SetCriterion(nn.Module):
     def layer_losses(self, logits: Tensor, boxes: Tensor, masks: Tensor | None, indices, targets, num: float,
                      num_masks: float) -> dict:
         losses = {"loss_class": self.loss_class(logits, indices, targets, num)}
+        if self.cfg.name_loss_weight > 0:
+            losses["loss_name"] = self.loss_name(logits, indices, targets, num)
         losses.update(self.loss_boxes(boxes, indices, targets, num))
         if masks is not None:
             losses.update(self.loss_masks(masks, indices, targets, num_masks))

@@ -61,3 +61,26 @@ def test_encoder_proposals_get_a_mask_loss_that_trains_the_encoder(micro_cfg, en
         assert losses["loss_dice_interm"] > 0
         losses["loss_dice_interm"].backward()
         assert model.conditional_queries.enc_output.weight.grad.abs().sum() > 0
+
+
+def test_the_name_loss_is_a_softmax_over_each_image_own_names():
+    """name_loss_weight > 0 adds "loss_name" to every family: cross-entropy of each matched query's logits over the
+    prompts valid for its image (another image's phrase takes no part), the target's own text being the answer."""
+    import torch.nn.functional as F
+
+    cfg = get_preset("tiny", num_mask_points=64, dec_layers=1, name_loss_weight=2.0)
+    outputs, targets = _outputs_and_targets()
+    for t in targets:
+        t["text_valid"] = torch.tensor([True, True, False])
+        t["labels"] = torch.tensor([0, 1])
+    criterion = SetCriterion(cfg)
+    torch.manual_seed(0)  # the matcher samples points: the same draws below
+    losses = criterion(outputs, targets)
+    assert criterion.weight_dict["loss_name"] == 2.0 and "loss_name_interm" in losses
+    layer = outputs.layers[0].select(outputs.matched)
+    torch.manual_seed(0)
+    indices = criterion.matcher(layer.logits, layer.boxes, layer.masks, targets)
+    expected = sum(F.cross_entropy(layer.logits[b, q][:, :2], targets[b]["labels"][t], reduction="sum")
+                   for b, (q, t) in enumerate(indices)) / 4  # 4 objects in the batch
+    assert losses["loss_name"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "loss_name" not in SetCriterion(get_preset("tiny"))(outputs, targets)  # off by default
