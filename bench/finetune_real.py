@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,8 @@ def main() -> None:
     p.add_argument("--mosaic-seed", type=int, default=0,
                    help="which photos are held out and how they are tiled (0); another seed = another split")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the trainer (2)")
+    p.add_argument("--train-flags", default="",
+                   help="extra flags for the trainer, to measure a change to its defaults (e.g. \"--text-proj train\")")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     data, classes = args.data, None
@@ -122,7 +125,8 @@ def main() -> None:
         data, classes = restrict_to_top_classes(args.data, args.out / "data", args.top_classes)
     # the README's fine-tune command, nothing more (its defaults are what is measured), plus the thread count
     cmd = [sys.executable, "-m", "train", "--data", str(data), "--init", args.checkpoint, "--max-minutes",
-           str(args.minutes), "--threads", str(args.threads), "--out", str(args.out / "run")]
+           str(args.minutes), "--threads", str(args.threads), "--out", str(args.out / "run"),
+           *shlex.split(args.train_flags)]
     print(" ".join(cmd), file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     report = json.loads((args.out / "run" / "before_after.json").read_text())

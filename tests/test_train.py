@@ -288,9 +288,10 @@ def test_help_names_the_main_flags_and_bad_data_is_one_clear_line(capsys, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------- fine-tune defaults
-def test_fine_tuning_with_no_flags_watches_held_out_and_keeps_the_best(scenes, micro_ckpt, tmp_path, monkeypatch):
-    """--init with no schedule flags: 5 evaluations, stop after 2 without a better score, keep the best weights (and
-    report the best's metrics as "after"). Held-out scores are scripted: best at the 2nd evaluation."""
+def test_fine_tuning_anneals_at_a_plateau_then_stops_and_keeps_the_best(scenes, micro_ckpt, tmp_path, monkeypatch):
+    """--init: 2 evaluations without a better score drop the lr x10 (instead of stopping at the full lr), 2 more
+    stop; the best weights are kept (and their metrics reported as "after"). Held-out scores are scripted: best at
+    the 2nd evaluation."""
     scripted = iter([0.10, 0.30, 0.50, 0.20, 0.25, 0.1, 0.1, 0.1])  # before, then one per evaluation
 
     def evaluate_heldout(model, data, max_images):
@@ -299,13 +300,16 @@ def test_fine_tuning_with_no_flags_watches_held_out_and_keeps_the_best(scenes, m
     monkeypatch.setattr(train.trainer, "evaluate_heldout", evaluate_heldout)
     monkeypatch.setattr(train.cli, "evaluate_heldout", evaluate_heldout)
     out = tmp_path / "ft"
-    argv = ["--data", str(scenes), "--init", str(micro_ckpt), "--out", str(out), "--steps", "20", "--batch-size", "2",
-            "--lr", "1e-3", "--log-every", "1", "--threads", "1"]
+    argv = ["--data", str(scenes), "--init", str(micro_ckpt), "--out", str(out), "--steps", "40", "--eval-every", "4",
+            "--batch-size", "2", "--lr", "1e-3", "--warmup", "1", "--log-every", "1", "--threads", "1"]
     assert main(argv) == 0
     log = read_jsonl(out / "log.jsonl")
-    evals = [r for r in log if "eval" in r]
-    assert [r["step"] for r in evals] == [4, 8, 12, 16]  # every 20 // 5 steps; 12 and 16 are not better than 8
-    assert log[-1]["event"].startswith("stopped early") and log[-1]["step"] == 16
+    assert [r["step"] for r in log if "eval" in r] == [4, 8, 12, 16, 20, 24]
+    events = [(r["step"], r["event"]) for r in log if "event" in r and not r["event"].startswith("kept best")]
+    assert events[0][0] == 16 and events[0][1].startswith("held-out score flat")  # 12 and 16 are not better than 8
+    lr = {r["step"]: r["lr"] for r in log if "lr" in r}
+    assert lr[16] == pytest.approx(1e-3) and lr[17] == pytest.approx(1e-4)  # annealed at the plateau, not at 90%
+    assert events[-1][0] == 24 and events[-1][1].startswith("stopped early")  # 20 and 24 not better either
     report = json.loads((out / "before_after.json").read_text())
     assert report["before"]["score"] == 0.10 and report["after"]["score"] == 0.50
     kept = read_safetensors(out / "last.safetensors")
@@ -361,3 +365,14 @@ def test_denoising_flag_trains_label_denoising_queries_from_any_checkpoint(scene
     records = loss_records(out)
     assert records and all(r["loss_class_dn"] > 0 and r["loss_mask_dn"] > 0 for r in records)
     assert read_meta(out / "last.safetensors")["config"]["num_denoising"] == 2
+
+
+def test_text_proj_flag_trains_a_fixed_projection_only_when_asked(scenes, micro_ckpt, tmp_path):
+    """The presets keep `text_proj` fixed; `--text-proj train` unfreezes it for a fine-tune (and records it)."""
+    initial = read_safetensors(micro_ckpt)["text_proj.weight"]
+    for flag, trained in (("keep", False), ("train", True)):
+        out = tmp_path / flag
+        assert main(train_argv(scenes, micro_ckpt, out, 2, "--text-proj", flag)) == 0
+        after = load_model(out / "last.safetensors")
+        assert after.cfg.train_text_proj is trained
+        assert torch.equal(after.text_proj.weight, initial) is not trained

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-backbone", action="store_true", help="do not train the image backbone")
     p.add_argument("--freeze-text", action="store_true", help="keep the text encoder frozen (the default for MiniLM)")
     p.add_argument("--train-text", action="store_true", help="also train the text encoder (lr x0.1)")
+    p.add_argument("--text-proj", choices=("keep", "train"), default="keep",
+                   help="the projection of prompt embeddings into the model: keep the checkpoint's / preset's setting "
+                        "(default; the presets keep it fixed so names stay apart) or train it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=None,
                    help="evaluate on held-out parts every N steps; keeps best.safetensors (default 0; with --init and no "
@@ -78,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate every M minutes of training (default 0; with --init and --max-minutes: a fifth of it); "
                         "evaluations do not count against --max-minutes")
     p.add_argument("--patience", type=int, default=None,
-                   help="stop after this many evaluations without a better held-out score, then keep the best weights "
-                        "(default 0 = never; 2 with --init)")
+                   help="after this many evaluations without a better held-out score drop the lr x10; after as many "
+                        "more, stop; the best weights are kept (default 0 = never; 2 with --init)")
     p.add_argument("--eval-images", type=int, default=50, help="max held-out images per dataset per evaluation")
     p.add_argument("--holdout", type=float, default=None,
                    help="held-out fraction for a plain --data folder (default 0.2 with --init, else 0)")
@@ -116,7 +119,8 @@ def native_max_side(choice: str, data, image_size: int) -> int | None:
 
 def schedule_defaults(args: argparse.Namespace, cfg, steps: int) -> dict:
     """What "fine-tune with no flags" means: with --init the folder is a user's, so the run watches its held-out part
-    (5 evaluations), keeps the best weights and stops when they stop improving; a backbone trained from scratch (the
+    (5 evaluations), keeps the best weights, anneals (lr x0.1) when they stop improving and stops when they stop
+    again; a backbone trained from scratch (the
     bundled model's) learns at the full lr, and a higher one. Explicit flags always win."""
     fine_tune = bool(args.init)
     scratch = not cfg.backbone_pretrained
@@ -170,6 +174,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 cfg = config_with(cfg, native_max_side=int(args.native_max_side))
             torch.manual_seed(args.seed)
             model = QueryMeldNet(cfg)
+        if args.text_proj == "train":
+            model.cfg = cfg = config_with(cfg, train_text_proj=True)
+            model.text_proj.requires_grad_(True)
         if args.freeze_text and cfg.train_text_encoder:
             model.text_encoder.requires_grad_(False)
         train_images = sum(len(t) for t in data.train)

@@ -25,7 +25,10 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, backbone_m
     return torch.optim.AdamW(param_groups(model, lr, weight_decay, backbone_multiplier), lr=lr, foreach=True)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...] = (0.9, 0.95),
+FIRST_DROP, SECOND_DROP = 0.9, 0.95  # fractions of the run (steps or time budget) where the lr drops x0.1
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, drops: tuple[float, ...] = (FIRST_DROP, SECOND_DROP),
               time_fraction: float = 0.0) -> float:
     """Multiplier of the base lr at `step` (0-based). With a wall-clock budget, `time_fraction` (elapsed / budget)
     also counts as progress, so the x0.1 drops happen before the budget ends, not after."""

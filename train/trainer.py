@@ -19,7 +19,7 @@ from qmn.model import QueryMeldNet
 from train.data import TrainingData, make_loader
 from train.distributed import DistInfo, barrier, broadcast_flag, broadcast_value
 from train.log import append_jsonl, plot_run, truncate_after
-from train.optim import build_optimizer, lr_factor, set_lr
+from train.optim import FIRST_DROP, build_optimizer, lr_factor, set_lr
 from train.state import load_train_state, save_train_state
 
 
@@ -43,7 +43,9 @@ class TrainOptions:
     save_every: int = 200
     eval_every: int = 0
     eval_minutes: float = 0.0  # also evaluate every this many minutes of training (0 = only by steps)
-    patience: int = 0  # stop after this many evaluations without a new best (0 = never stop early)
+    # after this many evaluations without a new best the lr drops x10 (the annealing the schedule would start at 90%);
+    # after as many more, training stops (0 = never)
+    patience: int = 0
     eval_images: int = 50
     max_minutes: float = 0.0
     workers: int = 0
@@ -102,6 +104,7 @@ class Trainer:
         self.step = 0
         self.best = -math.inf
         self.evals_since_best = 0
+        self.annealing = False  # the held-out score plateaued once: the lr is past its first x0.1 drop
         self.eval_seconds = 0.0  # wall time spent evaluating: not part of the training budget
         self.last_eval_step = -1
         self.elapsed_before = 0.0  # wall seconds of earlier (interrupted) runs, for the record
@@ -110,7 +113,7 @@ class Trainer:
     def _meta(self) -> dict:
         return {"step": self.step, "best": self.best if math.isfinite(self.best) else None,
                 "elapsed_s": self.elapsed_before + (time.time() - self.started), "total_steps": self.opts.steps,
-                "seed": self.opts.seed}
+                "seed": self.opts.seed, "annealing": self.annealing}
 
     def save(self, eval_metrics: dict | None = None) -> None:
         if not self.dist.is_main:
@@ -145,6 +148,7 @@ class Trainer:
         self.optimizer.load_state_dict(optim_state)
         self.step = int(meta["step"])
         self.best = meta["best"] if meta.get("best") is not None else -math.inf
+        self.annealing = bool(meta.get("annealing", False))
         self.elapsed_before = float(meta.get("elapsed_s", 0.0))
         if self.dist.is_main:
             truncate_after(self.out / "log.jsonl", self.step)
@@ -208,9 +212,10 @@ class Trainer:
         next_eval_s = opts.eval_minutes * 60
         for step, batch in loader:
             torch.manual_seed(opts.seed * 1_000_003 + step * 101 + self.dist.rank)  # RNG state = f(seed, step, rank)
-            time_fraction = 0.0
+            time_fraction = FIRST_DROP if self.annealing else 0.0
             if opts.max_minutes > 0:  # rank 0's clock, so every rank drops its lr at the same step
-                time_fraction = broadcast_value(self.training_seconds() / (opts.max_minutes * 60), self.dist, self.device)
+                time_fraction = max(time_fraction, broadcast_value(self.training_seconds() / (opts.max_minutes * 60),
+                                                                   self.dist, self.device))
             set_lr(self.optimizer, lr_factor(step, opts.steps, opts.warmup_steps, time_fraction=time_fraction))
             batch = batch.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -237,8 +242,14 @@ class Trainer:
                 next_eval_s = self.training_seconds() + opts.eval_minutes * 60
                 barrier(self.dist)
                 if broadcast_flag(opts.patience > 0 and self.evals_since_best >= opts.patience, self.dist, self.device):
-                    end_event = f"stopped early: no better held-out score in {opts.patience} evaluations"
-                    break
+                    if self.annealing:
+                        end_event = f"stopped early: no better held-out score in {opts.patience} evaluations at the lower lr"
+                        break
+                    # a plateau at the full lr: anneal now instead of stopping (the drop is where fine-tuning gains most)
+                    self.annealing, self.evals_since_best = True, 0
+                    if self.dist.is_main:
+                        append_jsonl(self.out / "log.jsonl", {"step": self.step, "event": (
+                            f"held-out score flat for {opts.patience} evaluations: lr x0.1 from here")})
             if self.step % opts.save_every == 0:
                 self.save(last_eval)
                 if self.dist.is_main:
