@@ -29,8 +29,8 @@ PHASE_NOTES = {
 
 
 def finetune_command(data_dir: Path, init_ckpt: Path, minutes: float, out_dir: Path) -> list[str]:
-    """The shell's fine-tune (`python -m train --init`, its defaults: held-out evaluations, best weights kept, early
-    stop) with the app's held-out fraction and a loss point per step."""
+    """The shell's fine-tune (`python -m train --init`, its defaults: held-out evaluations, best weights kept, the lr
+    annealed at a plateau, early stop) with the app's held-out fraction and a loss point per step."""
     return [
         sys.executable, "-m", "train", "--data", str(data_dir), "--init", str(init_ckpt),
         "--max-minutes", f"{minutes:g}", "--out", str(out_dir), "--log-every", str(LOG_EVERY), "--holdout", str(HOLDOUT),
