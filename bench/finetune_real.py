@@ -5,6 +5,8 @@ AP50 on a fixed held-out split before and after (issue: "fine-tune on my labels"
     python bench/finetune_real.py --data ../shared/data/coco128 --top-classes 5 --minutes 10 --out runs/ft/coco128
     python bench/finetune_real.py --data ../shared/data/clothing --top-classes 6 --minutes 10 --out runs/ft/clothing
     python bench/finetune_real.py --data ../shared/data/fruitsnuts --mosaics 48 --minutes 10 --out runs/ft/mosaic
+    python bench/finetune_real.py --data ../shared/data/fruitsnuts --mosaics 48 --train-flags "--text-proj train" \
+        --out runs/ft/mosaic_text_proj          # the same, with a change to the trainer's defaults
 
 `--mosaics N` first builds a narrow-domain folder of many small objects: N full-resolution 2 x 2 mosaics of the
 photos (1600 x 1200 from 800 x 600 ones, ~36 objects of ~120 px each, ~19 px once the whole mosaic is shrunk to
