@@ -120,8 +120,8 @@ def native_max_side(choice: str, data, image_size: int) -> int | None:
 def schedule_defaults(args: argparse.Namespace, cfg, steps: int) -> dict:
     """What "fine-tune with no flags" means: with --init the folder is a user's, so the run watches its held-out part
     (5 evaluations), keeps the best weights, anneals (lr x0.1) when they stop improving and stops when they stop
-    again; a backbone trained from scratch (the
-    bundled model's) learns at the full lr, and a higher one. Explicit flags always win."""
+    again; a backbone trained from scratch (the bundled model's) learns at the full lr, and a higher one. Explicit
+    flags always win."""
     fine_tune = bool(args.init)
     scratch = not cfg.backbone_pretrained
     eval_minutes = args.eval_minutes if args.eval_minutes is not None else (
