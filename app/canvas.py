@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -79,13 +80,29 @@ def gesture_of(evt: gr.EventData) -> Optional[CanvasEvent]:
     return parse_event(data.get("gesture") if isinstance(data, dict) else None)
 
 
+_SERVED: dict[int, tuple[weakref.ref, Path]] = {}  # id(photo array) -> (that array, its served file)
+
+
 def image_src(image: np.ndarray) -> str:
     """A URL the browser can load the full-resolution photo from, lossless (PNG).
 
     The file lands in Gradio's cache folder (served to the page, as gr.Image outputs are) under a
     content hash, so the browser fetches and caches it once per photo however often the view is
-    re-rendered, while each update sends only the small overlay.
+    re-rendered, while each update sends only the small overlay. The URL is remembered per array
+    object (photos are replaced, never changed in place, by the app), so a re-render after each
+    gesture does not hash 4 MB again (~5 ms of a click on a 1280x1024 photo).
     """
+    known = _SERVED.get(id(image))
+    if known is not None and known[0]() is image and known[1].exists():
+        return f"gradio_api/file={known[1]}"
+    path = _served_file(image)
+    key = id(image)
+    _SERVED[key] = (weakref.ref(image, lambda _: _SERVED.pop(key, None)), path)
+    return f"gradio_api/file={path}"
+
+
+def _served_file(image: np.ndarray) -> Path:
+    """The photo's PNG in Gradio's cache folder, named by a hash of its content (written once)."""
     image = np.ascontiguousarray(image)
     digest = hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()[:20]
     path = Path(gr.utils.get_upload_folder()) / "qmn_canvas" / f"{digest}.png"
@@ -97,4 +114,4 @@ def image_src(image: np.ndarray) -> str:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(png.tobytes())
         tmp.replace(path)  # a half-written photo is never served under its name
-    return f"gradio_api/file={path}"
+    return path

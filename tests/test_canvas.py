@@ -145,3 +145,30 @@ def test_moving_a_vertex_grows_the_mask():
         ring[2 * i] += 5
     grown = polygon_mask(PolygonEvent(1, (tuple(ring),)), shape)
     assert np.array_equal(grown, rect(shape, 10, 10, 25, 20))
+
+
+def test_photo_url_is_by_content_and_survives_a_cleaned_cache(tmp_path, monkeypatch):
+    """The photo is served under a hash of its content: the same array (remembered, not re-hashed) and an equal copy
+    get one URL, another photo another; a served file removed by a cache clean-up is written again."""
+    import hashlib
+
+    import gradio as gr
+
+    import app.canvas
+    from app.canvas import image_src
+
+    hashed, sha1 = [], hashlib.sha1
+    monkeypatch.setattr(app.canvas.hashlib, "sha1", lambda data: hashed.append(1) or sha1(data))
+    monkeypatch.setattr(gr.utils, "get_upload_folder", lambda: str(tmp_path))
+    photo = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    url = image_src(photo)
+    served = tmp_path / "qmn_canvas" / url.rsplit("/", 1)[1]
+    assert url.startswith("gradio_api/file=") and served.is_file()
+    assert cv2.imread(str(served))[..., ::-1].tolist() == photo.tolist()
+    assert image_src(photo) == url and len(hashed) == 1
+    assert image_src(photo.copy()) == url and len(hashed) == 2
+    other = photo.copy()
+    other[0, 0] ^= 1
+    assert image_src(other) != url
+    served.unlink()
+    assert image_src(photo) == url and served.is_file()
