@@ -92,13 +92,12 @@ def image_src(image: np.ndarray) -> str:
     object (photos are replaced, never changed in place, by the app), so a re-render after each
     gesture does not hash 4 MB again (~5 ms of a click on a 1280x1024 photo).
     """
-    known = _SERVED.get(id(image))
-    if known is not None and known[0]() is image and known[1].exists():
-        return f"gradio_api/file={known[1]}"
-    path = _served_file(image)
     key = id(image)
-    _SERVED[key] = (weakref.ref(image, lambda _: _SERVED.pop(key, None)), path)
-    return f"gradio_api/file={path}"
+    known = _SERVED.get(key)
+    if known is None or known[0]() is not image or not known[1].exists():
+        known = (weakref.ref(image, lambda _: _SERVED.pop(key, None)), _served_file(image))
+        _SERVED[key] = known
+    return f"gradio_api/file={known[1]}"
 
 
 def _served_file(image: np.ndarray) -> Path:
