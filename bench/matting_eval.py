@@ -3,8 +3,8 @@
     OMP_NUM_THREADS=2 python -m bench.matting_eval [--write-docs]
 
 Sets:
-  synthetic      held-out furry composites (qmn.data.furry, seed --seed), mask = GT alpha > 0.5, default trimap
-                 from that mask; errors over the whole image (a method can only change the band, so the rest
+  synthetic      held-out furry composites (qmn.data.furry, seed --seed), mask = GT alpha > 0.5, the mask and
+                 refine protocols below; errors over the whole image (a method can only change the band, so the rest
                  counts the same for all).
   alphamatting   ../shared/data/alphamatting (20 real photos), two trimap protocols:
                    given   the benchmark's hand-drawn trimaps;
@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"sets": {}, "counts": {}, "network_available": "network" in methods}
     if args.count > 0:
         cases = synthetic_cases(args.seed, args.count, args.size)
-        name = "synthetic furry, mask trimap"
-        results["sets"][name] = evaluate(cases, methods, "mask", args.trimap_width, "synthetic")
-        results["counts"][name] = len(cases)
+        for protocol in [p for p in args.protocols if p != "given"]:  # no hand-drawn trimaps there
+            name = f"synthetic furry, {protocol} trimap"
+            results["sets"][name] = evaluate(cases, methods, protocol, args.trimap_width, name)
+            results["counts"][name] = len(cases)
     if ALPHAMATTING.is_dir():
         cases = alphamatting_cases(ALPHAMATTING)
         for protocol in args.protocols:

@@ -12,7 +12,7 @@ from qmn.matting.band import solve_in_band
 from qmn.matting.checkpoint import BUNDLED_CHECKPOINT, beats_hard_mask
 from qmn.matting.metrics import connectivity_error, gradient_error, matting_errors, mse, sad
 from qmn.matting.network import MattingConfig, MattingNet
-from qmn.matting.guard import ALPHA_TRUST, guard_alpha
+from qmn.matting.guard import ALPHA_TRUST, explains_image, guard_alpha
 from qmn.matting.trimap import adaptive_trimap, default_trimap_width, trimap_regions
 from tests.conftest import shared_dataset
 
@@ -215,6 +215,27 @@ def test_guard_keeps_the_mask_where_the_solver_diverges():
     guarded = guard_alpha(soft, mask, band)
     assert guarded[30, 50] == pytest.approx(1 - ALPHA_TRUST * 0.7) and guarded[50, 24] == 0.0
     assert guarded.min() >= 0 and guarded.max() <= 1
+
+
+def test_guard_keeps_alpha_only_where_it_explains_the_image_better_than_the_mask():
+    # a red object on the left, blue background on the right, a true 0.5 blend in column 49
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :50] = (220, 30, 30)
+    image[:, 50:] = (30, 30, 220)
+    image[:, 49] = (125, 30, 125)
+    mask = np.zeros((100, 100), bool)
+    mask[:, :50] = True
+    band = np.zeros((100, 100), bool)
+    band[:, 40:60] = True
+    true_alpha = mask.astype(np.float32)
+    true_alpha[:, 49] = 0.5
+    assert explains_image(image, true_alpha, mask, band)[:, 40:60].all()
+    bled = true_alpha.copy()
+    bled[:, 55:60] = 0.4  # the solver softened plain background: the hard mask composites it better
+    assert not explains_image(image, bled, mask, band)[:, 56:60].any()
+    guarded = guard_alpha(bled, mask, band, image)
+    assert (guarded[:, 56:60] == 0.0).all() and guarded[50, 49] == pytest.approx(1 - ALPHA_TRUST * 0.5)
+    assert guard_alpha(bled, mask, band)[50, 57] == pytest.approx(ALPHA_TRUST * 0.4)  # without the image: kept
 
 
 def test_refine_from_a_crisp_mask_stays_within_5_percent_of_it_on_a_real_photo():

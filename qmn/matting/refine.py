@@ -95,4 +95,4 @@ def refine(image: np.ndarray, mask: np.ndarray, trimap_width: int | None = None,
         return (mask > 0.5).astype(np.float32) if mask.dtype != bool else mask.astype(np.float32)
     trimap = adaptive_trimap(mask, soft) if trimap_width is None else make_trimap(mask, trimap_width)
     alpha = alpha_from_trimap(image, trimap, model=model, method=method)
-    return guard_alpha(alpha, mask > 0.5, trimap_regions(trimap)[1]) if guard else alpha
+    return guard_alpha(alpha, mask > 0.5, trimap_regions(trimap)[1], as_rgb(image)) if guard else alpha
