@@ -97,6 +97,27 @@ def test_states_follow_predict_review_done_export(folder: Path, tmp_path: Path):
     assert ws.state_of("b.jpg") == ("new", False)  # not written, so not marked exported
 
 
+def test_image_list_states_follow_saves_by_another_session_and_ignore_bad_files(folder: Path, tmp_path: Path):
+    s = opened(folder)
+    ws = s.workspace
+    listed = lambda: {n: st for n, st, _ in ws.states()}  # noqa: E731
+    assert listed()["a.png"] == "new"
+    with s.edit() as ann:
+        ann.regions.append(Region(1, "blob", disk(48, 64, 20, 20, 10), 0.9, "conditional"))
+    assert listed()["a.png"] == "proposed"
+    other = Workspace(folder)  # another session saving the same image: the cached state must not hide it
+    ann = other.load("a.png")
+    ann.regions[0].review = "accepted"
+    other.save(ann)
+    assert listed()["a.png"] == "in review" and ws.state_of("a.png") == ("in review", False)
+    (ws.state_dir / "annotations" / "b.jpg.json").write_text("{not json")
+    outside = tmp_path / "outside.json"
+    outside.write_text(ws.annotation_path("a.png").read_text())
+    (ws.state_dir / "annotations" / "a.png.json").unlink()
+    (ws.state_dir / "annotations" / "a.png.json").symlink_to(outside)
+    assert listed()["a.png"] == "new" and listed()["b.jpg"] == "new"
+
+
 def test_undo_redo_restores_and_autosaves(folder: Path):
     s = opened(folder)
     with s.edit() as ann:
