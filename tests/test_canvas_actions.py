@@ -3,9 +3,11 @@ with the model's point query, keys pick classes and review, strokes paint, an ed
 reshapes a mask. A stand-in host answers point prompts with a disc (no model weights needed)."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from types import SimpleNamespace
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -13,6 +15,7 @@ from app.canvas_actions import CanvasState, Inputs, canvas_props, class_table, h
 from app.canvas_events import BoxEvent, PointEvent, PolygonEvent, SelectEvent, StrokeEvent, key_event
 from app.canvas_view import stroke_mask
 from app.session import SessionState
+from app.tabs.canvas_panel import settled_panels
 from app.workspace import Workspace
 from qmn.data.mask_codec import mask_to_polygons
 
@@ -171,3 +174,20 @@ def test_the_answer_count_moves_only_when_the_gesture_is_done(session):
     assert seen == [0] and canvas_props(session, canvas, INPUTS, lambda image: "u")["ack"] == 1
     handle(session, WatchingHost(), canvas, key_event("a"), INPUTS)  # a key is a gesture too
     assert canvas.answered == 2
+
+
+def test_side_panels_wait_for_a_pause_in_the_gestures(session):
+    host, canvas = DiscHost(), CanvasState()
+    reply = handle(session, host, canvas, PointEvent(40.5, 40.5), INPUTS)
+
+    async def quick_second_click() -> tuple:
+        pending = asyncio.ensure_future(settled_panels(session, canvas, reply, 7, pause=0.05))
+        await asyncio.sleep(0.01)
+        handle(session, host, canvas, PointEvent(44.5, 40.5, positive=False), INPUTS)
+        return await pending
+
+    skipped = asyncio.run(quick_second_click())  # a newer gesture came: its own step draws the panels
+    assert len(skipped) == 7 and all(out == gr.skip() for out in skipped)
+    shown = asyncio.run(settled_panels(session, canvas, reply, 7, pause=0.01))
+    assert len(shown) == 7 and shown[0] is session and "masks" in shown[4]
+    assert all(out == gr.skip() for out in asyncio.run(settled_panels(session, canvas, None, 7, pause=0.0)))

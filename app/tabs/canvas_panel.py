@@ -4,12 +4,15 @@
 A gesture answers in two steps: first the canvas (its new view, the session, the raw image when it changed), then
 the side panels (mask table, legend, status, image list) in a `.then`, so the drawn mask does not wait for them
 (skipping the panels saved ~80 ms of a disc-fill click's round trip; with the real fill the median did not move
-measurably, `bench/canvas_latency.py --app`). The hidden overlay image
+measurably, `bench/canvas_latency.py --app`). The panels' step waits PANELS_PAUSE s first and is skipped when
+another gesture came meanwhile (that one's step will draw them): on 2 cores, panels redrawn while the next click's
+GrabCut runs made clicks in quick succession slower. The hidden overlay image
 (`viewer`, kept for the API's outputs) is not re-rendered at all: it costs hundreds of milliseconds on a large photo
 and the canvas draws the masks itself.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import gradio as gr
@@ -22,6 +25,21 @@ from app.studio import Studio
 from app.tabs.annotate import Annotate, show
 from app.tabs.common import guarded, on
 from app.tabs.correct import Correct
+
+PANELS_PAUSE = 0.3  # s without a new gesture before the side panels are redrawn
+
+
+async def settled_panels(session: SessionState, canvas: CanvasState, reply: Reply | None, outputs: int,
+                         pause: float = PANELS_PAUSE) -> tuple:
+    """The side panels (`show`) after a gesture's `reply`, once no newer gesture came within `pause` s (sleeping,
+    no CPU); `outputs` skips when there is nothing to show or a newer gesture will show its own."""
+    if reply is None:
+        return tuple(gr.skip() for _ in range(outputs))
+    answered = canvas.answered
+    await asyncio.sleep(pause)
+    if canvas.answered != answered:
+        return tuple(gr.skip() for _ in range(outputs))
+    return show(session, reply, overlay=False)
 
 
 def wire(studio: Studio, ui: Annotate, panel: Correct, model_events: dict) -> None:
@@ -43,10 +61,8 @@ def wire(studio: Studio, ui: Annotate, panel: Correct, model_events: dict) -> No
         canvas.last_view = canvas_props(session, canvas, given, image_src)
         return session, opened, canvas.last_view, canvas, reply
 
-    def panels(session: SessionState, reply: Reply | None) -> tuple:
-        if reply is None:
-            return tuple(gr.skip() for _ in ui.view)
-        return show(session, reply, overlay=False)
+    async def panels(session: SessionState, canvas: CanvasState, reply: Reply | None) -> tuple:
+        return await settled_panels(session, canvas, reply, len(ui.view))
 
     def refresh(session: SessionState, canvas: CanvasState, prompts: str, task: str, label: str,
                 box_method: str) -> Any:
@@ -61,7 +77,7 @@ def wire(studio: Studio, ui: Annotate, panel: Correct, model_events: dict) -> No
     fields = [ui.session, state, ui.prompts, ui.task, panel.label, panel.box_method]
     answer = gr.State(None)  # the gesture's Reply, handed to the panels' step
     listen(ui.canvas, guarded(gesture, 5), fields, [ui.session, ui.source, ui.canvas, state, answer],
-           **model_events).then(guarded(panels, len(ui.view)), [ui.session, answer], ui.view, show_progress="hidden",
-                                api_visibility="private")
+           **model_events).then(guarded(panels, len(ui.view)), [ui.session, state, answer], ui.view,
+                                show_progress="hidden", api_visibility="private", concurrency_limit=None)
     on([ui.status.change, ui.legend.change, ui.prompts.blur, ui.task.change], refresh, fields, [ui.canvas],
        trigger_mode="always_last", show_progress="hidden", api_visibility="private")

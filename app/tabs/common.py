@@ -34,7 +34,16 @@ def _unexpected(error: Exception, outputs: int) -> Any:
 
 
 def guarded(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
-    """`fn` (plain or generator) with any exception turned into a toast and unchanged outputs."""
+    """`fn` (plain, coroutine or generator) with any exception turned into a toast and unchanged outputs."""
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def coroutine(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - logged, shown, outputs kept
+                return _unexpected(e, outputs)
+        return coroutine
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args: Any, **kwargs: Any) -> Any:
