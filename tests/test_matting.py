@@ -217,8 +217,9 @@ def test_guard_keeps_the_mask_where_the_solver_diverges():
     assert guarded.min() >= 0 and guarded.max() <= 1
 
 
-def test_guard_keeps_alpha_only_where_it_explains_the_image_better_than_the_mask():
-    # a red object on the left, blue background on the right, a true 0.5 blend in column 49
+def red_blue_edge_scene(zoom: int = 1) -> tuple[np.ndarray, ...]:
+    """(image, mask, band, true alpha, alpha bled into plain background at columns 55-59), `zoom` x 100 px square:
+    a red object on the left, blue background on the right, a true 0.5 blend in column 49."""
     image = np.zeros((100, 100, 3), np.uint8)
     image[:, :50] = (220, 30, 30)
     image[:, 50:] = (30, 30, 220)
@@ -229,9 +230,22 @@ def test_guard_keeps_alpha_only_where_it_explains_the_image_better_than_the_mask
     band[:, 40:60] = True
     true_alpha = mask.astype(np.float32)
     true_alpha[:, 49] = 0.5
-    assert explains_image(image, true_alpha, mask, band)[:, 40:60].all()
     bled = true_alpha.copy()
-    bled[:, 55:60] = 0.4  # the solver softened plain background: the hard mask composites it better
+    bled[:, 55:60] = 0.4
+    return tuple(np.repeat(np.repeat(a, zoom, axis=0), zoom, axis=1) for a in (image, mask, band, true_alpha, bled))
+
+
+def test_the_compositing_check_decides_alike_on_a_12_mp_crop_it_shrinks():
+    image, mask, band, true_alpha, bled = red_blue_edge_scene(zoom=36)  # 3600 px: checked at 1024 px
+    keep = explains_image(image, bled, mask, band)
+    assert keep[:, 1440:1740].all() and not keep[:, 56 * 36:60 * 36].any()
+    assert explains_image(image, true_alpha, mask, band)[band].all()
+
+
+def test_guard_keeps_alpha_only_where_it_explains_the_image_better_than_the_mask():
+    image, mask, band, true_alpha, bled = red_blue_edge_scene()
+    assert explains_image(image, true_alpha, mask, band)[:, 40:60].all()
+    # the solver softened plain background at columns 55-59: the hard mask composites it better
     assert not explains_image(image, bled, mask, band)[:, 56:60].any()
     guarded = guard_alpha(bled, mask, band, image)
     assert (guarded[:, 56:60] == 0.0).all() and guarded[50, 49] == pytest.approx(1 - ALPHA_TRUST * 0.5)
