@@ -37,6 +37,7 @@ class CanvasState:
     image_name: Optional[str] = None
     active_class: Optional[int] = None  # None: new masks take the typed label, else the first prompt
     answered: int = 0  # gestures handled, sent as the props' `ack`
+    in_flight: int = 0  # gestures being handled right now
     all_proposals: bool = False  # m: show every unreviewed proposal, not only the PROPOSALS_SHOWN best
     last_view: Optional[dict[str, Any]] = None  # the props last sent to the page (a refresh that equals it is skipped)
 
@@ -152,9 +153,11 @@ def handle(session: SessionState, host: ModelHost, canvas: CanvasState, event: C
     """Do what `event` asks, through the same actions as the buttons and the API. The answer count (the view's
     `ack`, from which the page times a gesture) moves only once the gesture is done: a view rendered meanwhile by
     another event (a refresh) must not pass for this gesture's answer."""
+    canvas.in_flight += 1
     try:
         return _dispatch(session, host, canvas, event, inputs)
     finally:
+        canvas.in_flight -= 1
         canvas.answered += 1
 
 

@@ -179,6 +179,7 @@ def test_the_answer_count_moves_only_when_the_gesture_is_done(session):
 def test_side_panels_wait_for_a_pause_in_the_gestures(session):
     host, canvas = DiscHost(), CanvasState()
     reply = handle(session, host, canvas, PointEvent(40.5, 40.5), INPUTS)
+    assert canvas.in_flight == 0 and canvas.answered == 1
 
     async def quick_second_click() -> tuple:
         pending = asyncio.ensure_future(settled_panels(session, canvas, reply, 7, pause=0.05))
@@ -188,6 +189,9 @@ def test_side_panels_wait_for_a_pause_in_the_gestures(session):
 
     skipped = asyncio.run(quick_second_click())  # a newer gesture came: its own step draws the panels
     assert len(skipped) == 7 and all(out == gr.skip() for out in skipped)
+    canvas.in_flight = 1  # one is being handled right now: the same
+    assert all(out == gr.skip() for out in asyncio.run(settled_panels(session, canvas, reply, 7, pause=0.01)))
+    canvas.in_flight = 0
     shown = asyncio.run(settled_panels(session, canvas, reply, 7, pause=0.01))
     assert len(shown) == 7 and shown[0] is session and "masks" in shown[4]
     assert all(out == gr.skip() for out in asyncio.run(settled_panels(session, canvas, None, 7, pause=0.0)))

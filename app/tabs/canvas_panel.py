@@ -32,12 +32,13 @@ PANELS_PAUSE = 0.3  # s without a new gesture before the side panels are redrawn
 async def settled_panels(session: SessionState, canvas: CanvasState, reply: Reply | None, outputs: int,
                          pause: float = PANELS_PAUSE) -> tuple:
     """The side panels (`show`) after a gesture's `reply`, once no newer gesture came within `pause` s (sleeping,
-    no CPU); `outputs` skips when there is nothing to show or a newer gesture will show its own."""
+    no CPU); `outputs` skips when there is nothing to show or a newer gesture (done or still running) will show
+    its own."""
     if reply is None:
         return tuple(gr.skip() for _ in range(outputs))
     answered = canvas.answered
     await asyncio.sleep(pause)
-    if canvas.answered != answered:
+    if canvas.answered != answered or canvas.in_flight:
         return tuple(gr.skip() for _ in range(outputs))
     return show(session, reply, overlay=False)
 
