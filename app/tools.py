@@ -85,8 +85,9 @@ def apply_brush(mask: np.ndarray, painted: np.ndarray, erase: bool) -> np.ndarra
     return mask & ~painted if erase else mask | painted
 
 
-def refine_with_matting(image: np.ndarray, mask: np.ndarray, trimap_width: int) -> np.ndarray:
-    """Alpha matte (H, W) float32 via qmn.matting; ValueError with a clear message when it is not installed."""
+def refine_with_matting(image: np.ndarray, mask: np.ndarray, trimap_width: int | None = None) -> np.ndarray:
+    """Alpha matte (H, W) float32 via qmn.matting (`trimap_width` None: the band where the mask is uncertain);
+    ValueError with a clear message when it is not installed."""
     try:
         from qmn.matting import refine
     except ImportError as e:

@@ -15,6 +15,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from app import tools
+from app.actions import draw
 from app.annotations import ImageAnnotations, Region, from_json, to_json
 from app.export import export_folder
 from app.finetune import FineTuneJob, find_checkpoint
@@ -271,3 +272,27 @@ def test_parse_prompts():
     assert parse_prompts(" person, dog , ,sky\nthe red car", "instance") == ["person", "dog", "sky", "the red car"]
     assert parse_prompts(None, "instance") == [] and parse_prompts(["a", " "], "instance") == ["a"]
     assert parse_prompts("the dog, left of the car\nthe sky", "referring") == ["the dog, left of the car", "the sky"]
+
+
+def test_refine_edges_softens_a_blurred_edge_and_keeps_a_crisp_one(tmp_path: Path):
+    # a red square whose left edge is blurred (soft, like fur) and whose other edges are crisp, on blue
+    image = np.zeros((80, 80, 3), np.uint8)
+    image[:] = (30, 30, 200)
+    image[20:60, 20:60] = (200, 40, 40)
+    image[:, :40] = cv2.GaussianBlur(image, (0, 0), 3)[:, :40]
+    ws = Workspace(tmp_path)
+    s = SessionState()
+    s.open_image(ws, ws.add_image_array("square", image))
+    square = np.zeros((80, 80), bool)
+    square[20:60, 20:60] = True
+    with s.edit() as ann:
+        ann.regions.append(Region(1, "box", square, 0.9, "conditional"))
+    s.selected = 1
+    reply = draw.refine_edges(s, 0)  # auto: straight edges are not ragged, so the default band goes all round
+    alpha = s.ann.region(1).alpha
+    assert reply.ok and "3 px band around all of it" in reply.message
+    assert ((alpha > 0.05) & (alpha < 0.95))[25:55, 14:26].any()  # the blurred edge is soft now
+    assert np.array_equal(alpha[25:55, 56:64], square[25:55, 56:64].astype(np.float32))  # the crisp one kept
+    reply = draw.refine_edges(s, 4)
+    assert reply.ok and "4 px" in reply.message
+    assert not draw.refine_edges(s, -2).ok

@@ -84,7 +84,8 @@ def build() -> Correct:
             brush_add_btn = gr.Button("Add painted", size="sm")
             brush_erase_btn = gr.Button("Erase painted", size="sm")
     with gr.Accordion("Refine edges (matting)", open=False):
-        trimap_width = gr.Slider(2, 60, value=10, step=1, label="Trimap width (px)")
+        trimap_width = gr.Slider(0, 60, value=0, step=1, label="Band width (px each side of the edge; 0 = auto: "
+                                 "only where the mask is ragged or unsure)")
         refine_btn = gr.Button("Refine selected mask", size="sm")
     return Correct(label, accept_btn, reject_btn, relabel_btn, done_btn, accept_all_btn, visibility_btn, undo_btn,
                    redo_btn, click_mode, box_method, editor, load_editor_btn, brush_add_btn, brush_erase_btn,
