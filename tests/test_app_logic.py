@@ -288,11 +288,11 @@ def test_refine_edges_softens_a_blurred_edge_and_keeps_a_crisp_one(tmp_path: Pat
     with s.edit() as ann:
         ann.regions.append(Region(1, "box", square, 0.9, "conditional"))
     s.selected = 1
-    reply = draw.refine_edges(s, 0)  # auto: straight edges are not ragged, so the default band goes all round
+    reply = draw.refine_edges(s, 0)  # auto: a straight mask edge is not ragged, so there is no band: told so
+    assert not reply.ok and "smooth and certain" in reply.message and s.ann.region(1).alpha is None
+    reply = draw.refine_edges(s, 3)
     alpha = s.ann.region(1).alpha
-    assert reply.ok and "3 px band around all of it" in reply.message
+    assert reply.ok and "3 px" in reply.message
     assert ((alpha > 0.05) & (alpha < 0.95))[25:55, 14:26].any()  # the blurred edge is soft now
     assert np.array_equal(alpha[25:55, 56:64], square[25:55, 56:64].astype(np.float32))  # the crisp one kept
-    reply = draw.refine_edges(s, 4)
-    assert reply.ok and "4 px" in reply.message
     assert not draw.refine_edges(s, -2).ok

@@ -14,7 +14,6 @@ from app.annotations import Region
 from app.model_host import ModelHost
 from app.session import SessionState
 from qmn.grabcut import grabcut_from_box
-from qmn.matting.trimap import default_trimap_width
 from qmn.prompts import parse_prompts
 
 
@@ -96,21 +95,20 @@ def paint(session: SessionState, painted: np.ndarray, erase: bool, label: str, p
 @refusals_as_replies
 def refine_edges(session: SessionState, trimap_width: float = 0) -> Reply:
     """Alpha matte for the selected mask (hair, fur); the cut-out export uses it. `trimap_width` px on each side of
-    the whole edge, or 0 for the default: a band only where the mask is ragged or unsure (`qmn.matting.refine`),
-    and when that finds no such place (a model's smooth mask around hair), the default width around all of it."""
+    the whole edge, or 0 for `qmn.matting.refine`'s measured default: a band only where the mask is ragged or
+    unsure. A smooth, certain edge gets none there (on a crisp alphamatting photo a band all round made SAD 16%
+    worse), so the user is told to set a width instead of getting an unchanged matte."""
     region = session.selected_region()
     width = int(trimap_width or 0)
     if width < 0:
         return refused(f"band width must be 0 (auto) or a number of pixels, got {trimap_width}")
     alpha = tools.refine_with_matting(session.image, region.mask, width or None)
-    band = f"a {width} px band" if width else "a band where the edge is ragged or unsure"
-    if not width and not ((alpha > 0) & (alpha < 1)).any():
-        width = default_trimap_width(region.mask)
-        alpha = tools.refine_with_matting(session.image, region.mask, width)
-        band = f"the edge looked smooth and certain, so a {width} px band around all of it"
     if not ((alpha > 0) & (alpha < 1)).any():
-        return refused(f"matting left mask #{region.id} as it was: the solve explained the photo no better than "
-                       "the mask; try a wider band")
+        reason = ("the solve explained the photo no better than the mask" if width else
+                  "its edge is smooth and certain, so the automatic band is empty")
+        return refused(f"matting left mask #{region.id} as it was: {reason}; set a band width (px) to refine "
+                       "the whole edge")
+    band = f"a {width} px band" if width else "a band where the edge is ragged or unsure"
     with session.edit() as ann:
         target = ann.region(region.id)
         target.alpha, target.mask, target.review = alpha, alpha >= 0.5, "edited"
