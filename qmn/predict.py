@@ -311,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", default="0/1", help="i/n: process the images whose sorted index %% n == i")
     parser.add_argument("--resume", action="store_true", help="skip images whose per-image record already exists")
     parser.add_argument("--merge", action="store_true", help="only merge existing per-image records (no model run)")
-    parser.add_argument("--refine", action="store_true", help="also write matting alpha PNGs and RGBA cut-outs")
+    parser.add_argument("--refine", action="store_true",
+                        help="also write matting alpha PNGs and RGBA cut-outs (qmn.matting.refine: solved in a band "
+                        "where a mask's edge is ragged; a smooth edge keeps the hard mask)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 
