@@ -47,13 +47,13 @@ def local_colour(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndar
 
 
 def explains_image(image: np.ndarray, alpha: np.ndarray, mask: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """float32 (H, W): 1 where, summed over a COMPARE_WINDOW window of the band, `alpha` reconstructs the image
+    """bool (H, W): True where, summed over a COMPARE_WINDOW window of the band, `alpha` reconstructs the image
     (I = alpha F + (1 - alpha) B, F and B the local colours of the sure object and background) no worse than
-    the hard `mask`, else 0."""
+    the hard `mask` does."""
     root = float(np.sqrt(np.count_nonzero(mask)))
     sigma = max(4.0, COLOUR_SIGMA * root)
     window = max(9, int(round(COMPARE_WINDOW * root)) | 1)
-    keep = np.ones(mask.shape, np.float32)
+    keep = np.ones(mask.shape, bool)
     box = band_box(band, int(3 * sigma))
     if box is None:
         return keep
@@ -79,7 +79,7 @@ def explains_image(image: np.ndarray, alpha: np.ndarray, mask: np.ndarray, band:
 
     better = windowed_residual(fit(alpha[y0:y1, x0:x1], cv2.INTER_AREA)) <= windowed_residual(hard)
     keep[y0:y1, x0:x1] = better if scale == 1.0 else cv2.resize(better.astype(np.uint8), (w, h),
-                                                                 interpolation=cv2.INTER_NEAREST)
+                                                                 interpolation=cv2.INTER_NEAREST) > 0
     return keep
 
 
@@ -94,8 +94,7 @@ def guard_alpha(alpha: np.ndarray, mask: np.ndarray, band: np.ndarray, image: np
     if pixels == 0:
         return alpha
     if image is not None:
-        keep = explains_image(image, alpha, binary, band)
-        alpha = np.where(band, keep * alpha + (1.0 - keep) * hard, alpha).astype(np.float32)
+        alpha = np.where(band & ~explains_image(image, alpha, binary, band), hard, alpha)
     flipped = (alpha > 0.5) != binary
     if (abs(float(alpha[band].sum() - hard[band].sum())) > MAX_AREA_CHANGE * pixels
             or np.count_nonzero(flipped & band) > MAX_FLIPPED * pixels):
